@@ -1,0 +1,271 @@
+#include "reactor/stream_socket.h"
+
+#include <unistd.h>
+
+#include <cassert>
+#include <cerrno>
+
+namespace kpp::reactor {
+
+stream_socket::stream_socket(event_loop& loop, int fd, events& handler)
+    : loop_(loop), fd_(fd), handler_(handler) {
+    receive_completion_ = {&stream_socket::on_receive_completion, this};
+    send_completion_ = {&stream_socket::on_send_completion, this};
+    buffer_waiter_.callback = &stream_socket::on_buffers_available;
+    buffer_waiter_.context = this;
+}
+
+stream_socket::~stream_socket() {
+    // Owners free the socket only after on_closed, when nothing references it.
+    assert(!receiving_ && !send_in_flight_ && zero_copy_in_flight_ == 0);
+    loop_.forget_buffer_waiter(buffer_waiter_);
+    if (!closed_ && fd_ >= 0) ::close(fd_);
+}
+
+void stream_socket::start_receive() {
+    receive_wanted_ = true;
+    if (!receive_paused_) arm_receive();
+}
+
+void stream_socket::arm_receive() {
+    if (receiving_ || closing_ || !receive_wanted_) return;
+    io_uring_sqe& sqe = loop_.prepare(&receive_completion_);
+    io_uring_prep_recv_multishot(&sqe, fd_, nullptr, 0, 0);
+    sqe.flags |= IOSQE_BUFFER_SELECT;
+    sqe.buf_group = loop_.buffers().group_id();
+    receiving_ = true;
+}
+
+void stream_socket::pause_receive() {
+    if (receive_paused_) return;
+    receive_paused_ = true;
+    loop_.forget_buffer_waiter(buffer_waiter_);
+    if (receiving_) loop_.cancel(receive_completion_);
+}
+
+void stream_socket::resume_receive() {
+    if (!receive_paused_) return;
+    receive_paused_ = false;
+    if (!receiving_) arm_receive();  // else: re-armed when the cancelled receive reports
+}
+
+void stream_socket::on_buffers_available(buffer_waiter& waiter) {
+    auto& socket = *static_cast<stream_socket*>(waiter.context);
+    if (!socket.receive_paused_) socket.arm_receive();
+}
+
+void stream_socket::on_receive_completion(completion& self, int32_t result, uint32_t flags) {
+    stream_socket& socket = self.owner<stream_socket>();
+    if (!(flags & IORING_CQE_F_MORE)) socket.receiving_ = false;
+    if (result > 0) {
+        assert(flags & IORING_CQE_F_BUFFER);
+        uint16_t buffer_id = static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+        shared_bytes bytes = socket.loop_.buffers().claim(buffer_id, static_cast<uint32_t>(result));
+        socket.stats_.bytes_received += static_cast<uint32_t>(result);
+        if (!socket.closing_) socket.handler_.on_data(byte_slice{std::move(bytes), 0, static_cast<uint32_t>(result)});
+    } else if (result == -ENOBUFS) {
+        // Backpressure: every provided buffer is held by data not yet forwarded.
+        ++socket.stats_.buffer_stalls;
+        if (!socket.receiving_ && !socket.closing_ && !socket.receive_paused_)
+            socket.loop_.wait_for_buffers(socket.buffer_waiter_);
+        return;
+    } else if (result == -ECANCELED) {
+        // Paused or closing.
+    } else if (result == 0 || result < 0) {
+        socket.receive_wanted_ = false;
+        if (!socket.end_reported_ && !socket.closing_) {
+            socket.end_reported_ = true;
+            socket.handler_.on_end(result == 0 ? 0 : result);
+        }
+    }
+    if (socket.closing_) {
+        socket.maybe_finish_close();
+        return;
+    }
+    if (!socket.receiving_ && socket.receive_wanted_ && !socket.receive_paused_) socket.arm_receive();
+}
+
+void stream_socket::send(byte_slice slice) {
+    if (closing_ || slice.length == 0) return;
+    const std::byte* data = slice.data();
+    queued_bytes_ += slice.length;
+    queue_.push_back(segment{std::move(slice.owner), data, slice.length});
+    if (!send_in_flight_) flush();
+}
+
+void stream_socket::send(std::span<const byte_slice> slices) {
+    if (closing_) return;
+    for (const byte_slice& slice : slices) {
+        if (slice.length == 0) continue;
+        queued_bytes_ += slice.length;
+        queue_.push_back(segment{slice.owner, slice.data(), slice.length});
+    }
+    if (!send_in_flight_) flush();
+}
+
+size_t stream_socket::gather(std::array<iovec, limits::send_iovecs_max>& iovecs, uint64_t& total_bytes) const {
+    size_t count = 0;
+    total_bytes = 0;
+    for (const segment& item : queue_) {
+        if (count == iovecs.size()) break;
+        iovecs[count++] = iovec{const_cast<std::byte*>(item.data), item.length};
+        total_bytes += item.length;
+    }
+    return count;
+}
+
+void stream_socket::flush() {
+    if (send_in_flight_ || queue_.empty() || closed_) return;
+    uint64_t total_bytes = 0;
+    if (zero_copy_allowed_ && loop_.zero_copy_send_supported() && queued_bytes_ >= loop_.options().zero_copy_send_bytes_min) {
+        auto* operation = new zero_copy_send{};
+        operation->done = {&stream_socket::on_zero_copy_completion, operation};
+        operation->socket = this;
+        size_t count = gather(operation->iovecs, total_bytes);
+        operation->header.msg_iov = operation->iovecs.data();
+        operation->header.msg_iovlen = count;
+        io_uring_sqe& sqe = loop_.prepare(&operation->done);
+        io_uring_prep_sendmsg_zc(&sqe, fd_, &operation->header, MSG_NOSIGNAL | MSG_WAITALL);
+        send_in_flight_ = true;
+        ++zero_copy_in_flight_;
+        ++stats_.zero_copy_sends;
+        return;
+    }
+    size_t count = gather(send_iovecs_, total_bytes);
+    send_header_ = msghdr{};
+    send_header_.msg_iov = send_iovecs_.data();
+    send_header_.msg_iovlen = count;
+    io_uring_sqe& sqe = loop_.prepare(&send_completion_);
+    io_uring_prep_sendmsg(&sqe, fd_, &send_header_, MSG_NOSIGNAL | MSG_WAITALL);
+    send_in_flight_ = true;
+}
+
+void stream_socket::consume_sent(uint64_t sent_bytes, std::deque<segment>* keep) {
+    stats_.bytes_sent += sent_bytes;
+    queued_bytes_ -= sent_bytes;
+    while (sent_bytes > 0) {
+        assert(!queue_.empty());
+        segment& head = queue_.front();
+        if (sent_bytes >= head.length) {
+            sent_bytes -= head.length;
+            if (keep) keep->push_back(std::move(head));
+            queue_.pop_front();
+        } else {
+            // A partial segment: pin a reference for zero-copy, keep the rest queued.
+            if (keep) keep->push_back(segment{head.owner, head.data, static_cast<uint32_t>(sent_bytes)});
+            head.data += sent_bytes;
+            head.length -= static_cast<uint32_t>(sent_bytes);
+            sent_bytes = 0;
+        }
+    }
+}
+
+void stream_socket::on_send_completion(completion& self, int32_t result, uint32_t) {
+    stream_socket& socket = self.owner<stream_socket>();
+    socket.send_in_flight_ = false;
+    if (socket.closing_ && !socket.close_when_flushed_) {
+        socket.maybe_finish_close();
+        return;
+    }
+    if (result < 0) {
+        socket.fail_and_close(result);
+        return;
+    }
+    socket.consume_sent(static_cast<uint64_t>(result), nullptr);
+    if (socket.queue_.empty()) {
+        if (socket.close_when_flushed_) {
+            socket.close();
+            return;
+        }
+        socket.handler_.on_send_drained();
+    }
+    socket.flush();
+}
+
+void stream_socket::on_zero_copy_completion(completion& self, int32_t result, uint32_t flags) {
+    auto* operation = static_cast<zero_copy_send*>(self.context);
+    stream_socket& socket = *operation->socket;
+    if (flags & IORING_CQE_F_NOTIF) {
+        // The kernel no longer references the pages: release them.
+        --socket.zero_copy_in_flight_;
+        delete operation;
+        if (socket.closing_) socket.maybe_finish_close();
+        return;
+    }
+    operation->result_seen = true;
+    socket.send_in_flight_ = false;
+    bool notification_follows = flags & IORING_CQE_F_MORE;
+    if (result >= 0 && !(socket.closing_ && !socket.close_when_flushed_))
+        socket.consume_sent(static_cast<uint64_t>(result), &operation->pinned);
+    if (!notification_follows) {
+        --socket.zero_copy_in_flight_;
+        delete operation;
+    }
+    if (socket.closing_ && !socket.close_when_flushed_) {
+        socket.maybe_finish_close();
+        return;
+    }
+    if (result == -EOPNOTSUPP || result == -EINVAL) {
+        // Not every socket family takes zero-copy sends (AF_UNIX does not): fall back for good.
+        socket.zero_copy_allowed_ = false;
+        socket.flush();
+        return;
+    }
+    if (result < 0) {
+        socket.fail_and_close(result);
+        return;
+    }
+    if (socket.queue_.empty()) {
+        if (socket.close_when_flushed_) {
+            socket.close();
+            return;
+        }
+        socket.handler_.on_send_drained();
+    }
+    socket.flush();
+}
+
+void stream_socket::fail_and_close(int error) {
+    if (!end_reported_) {
+        end_reported_ = true;
+        handler_.on_end(error);
+    }
+    close();
+}
+
+void stream_socket::close_after_flush() {
+    if (closing_) return;
+    if (queue_.empty() && !send_in_flight_) {
+        close();
+        return;
+    }
+    close_when_flushed_ = true;
+}
+
+void stream_socket::close() {
+    if (closing_ && !close_when_flushed_) return;
+    closing_ = true;
+    close_when_flushed_ = false;
+    receive_wanted_ = false;
+    loop_.forget_buffer_waiter(buffer_waiter_);
+    // A sendmsg in flight may still read queued memory: keep it until that send reports.
+    if (!send_in_flight_) {
+        queue_.clear();
+        queued_bytes_ = 0;
+    }
+    // shutdown() wakes any receive or send parked in the kernel; the cancel covers the rest.
+    ::shutdown(fd_, SHUT_RDWR);
+    if (receiving_) loop_.cancel(receive_completion_);
+    maybe_finish_close();
+}
+
+void stream_socket::maybe_finish_close() {
+    if (closed_ || receiving_ || send_in_flight_ || zero_copy_in_flight_ > 0) return;
+    closed_ = true;
+    queue_.clear();
+    queued_bytes_ = 0;
+    ::close(fd_);
+    handler_.on_closed();  // may delete this
+}
+
+}  // namespace kpp::reactor

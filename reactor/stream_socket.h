@@ -1,0 +1,112 @@
+// A connected TCP socket on one core: multishot receive into provided buffers, a send
+// queue of byte slices with one send in flight (zero-copy above a size threshold), and a
+// teardown that waits until no operation is in flight before closing the fd.
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <span>
+
+#include "reactor/buffer_pool.h"
+#include "reactor/completion.h"
+#include "reactor/event_loop.h"
+#include "reactor/limits.h"
+
+namespace kpp::reactor {
+
+class stream_socket {
+public:
+    struct events {
+        virtual void on_data(byte_slice chunk) = 0;  // bytes received, in order
+        virtual void on_end(int error) = 0;          // peer closed (0) or -errno; no more on_data
+        virtual void on_closed() = 0;                // fd closed, nothing in flight: owner may free
+        virtual void on_send_drained() {}            // the send queue became empty
+        virtual ~events() = default;
+    };
+
+    stream_socket(event_loop& loop, int fd, events& handler);
+    ~stream_socket();
+    stream_socket(const stream_socket&) = delete;
+    stream_socket& operator=(const stream_socket&) = delete;
+
+    void start_receive();
+    void pause_receive();   // backpressure from the consumer of on_data
+    void resume_receive();
+    bool receive_paused() const { return receive_paused_; }
+
+    // Queues bytes for sending; the slice keeps its memory alive until the kernel is done.
+    void send(byte_slice slice);
+    void send(std::span<const byte_slice> slices);
+    uint64_t queued_bytes() const { return queued_bytes_; }
+
+    // Shuts the socket down now (pending sends are dropped) and closes it once every
+    // operation has ended; on_closed follows.
+    void close();
+    // Closes after everything queued has been sent.
+    void close_after_flush();
+    bool closing() const { return closing_; }
+    int fd() const { return fd_; }
+
+    struct counters {
+        uint64_t bytes_received = 0;
+        uint64_t bytes_sent = 0;
+        uint64_t zero_copy_sends = 0;
+        uint64_t buffer_stalls = 0;  // -ENOBUFS: the provided ring was empty
+    };
+    const counters& stats() const { return stats_; }
+
+private:
+    struct segment {
+        shared_bytes owner;
+        const std::byte* data;
+        uint32_t length;
+    };
+    // A zero-copy send: its memory stays pinned until the kernel's notification CQE.
+    struct zero_copy_send {
+        completion done;
+        stream_socket* socket;
+        std::deque<segment> pinned;
+        msghdr header{};
+        std::array<iovec, limits::send_iovecs_max> iovecs{};
+        bool result_seen = false;
+    };
+
+    void arm_receive();
+    void flush();
+    size_t gather(std::array<iovec, limits::send_iovecs_max>& iovecs, uint64_t& total_bytes) const;
+    void consume_sent(uint64_t sent_bytes, std::deque<segment>* keep);
+    void maybe_finish_close();
+    void fail_and_close(int error);
+    static void on_receive_completion(completion& self, int32_t result, uint32_t flags);
+    static void on_send_completion(completion& self, int32_t result, uint32_t flags);
+    static void on_zero_copy_completion(completion& self, int32_t result, uint32_t flags);
+    static void on_buffers_available(buffer_waiter& waiter);
+
+    event_loop& loop_;
+    int fd_;
+    events& handler_;
+    completion receive_completion_;
+    completion send_completion_;
+    buffer_waiter buffer_waiter_;
+    std::deque<segment> queue_;
+    uint64_t queued_bytes_ = 0;
+    msghdr send_header_{};
+    std::array<iovec, limits::send_iovecs_max> send_iovecs_{};
+    uint32_t zero_copy_in_flight_ = 0;
+    bool zero_copy_allowed_ = true;
+    bool receiving_ = false;        // a receive is armed in the kernel
+    bool receive_wanted_ = false;   // started and not ended by EOF or error
+    bool receive_paused_ = false;
+    bool send_in_flight_ = false;
+    bool closing_ = false;
+    bool close_when_flushed_ = false;
+    bool closed_ = false;
+    bool end_reported_ = false;
+    counters stats_;
+};
+
+}  // namespace kpp::reactor
