@@ -12,7 +12,7 @@
 
 #include "reactor/buffer_pool.h"
 #include "reactor/completion.h"
-#include "reactor/limits.h"
+#include "reactor/reactor_limits.h"
 
 namespace kpp::reactor {
 

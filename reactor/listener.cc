@@ -6,7 +6,7 @@
 #include <cerrno>
 
 #include "reactor/errors.h"
-#include "reactor/limits.h"
+#include "reactor/reactor_limits.h"
 
 namespace kpp::reactor {
 

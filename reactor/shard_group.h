@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "reactor/event_loop.h"
-#include "reactor/limits.h"
+#include "reactor/reactor_limits.h"
 #include "reactor/spsc_queue.h"
 
 namespace kpp::reactor {

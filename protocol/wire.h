@@ -1,0 +1,119 @@
+// Kafka wire primitives: a bounds-checked reader over contiguous bytes and an appending
+// writer. Every length read from the wire is checked against what remains; varints are
+// bounded (5 bytes for 32-bit, 10 for 64-bit). Errors are values, never exceptions.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kpp::protocol {
+
+enum class wire_error : uint8_t {
+    none = 0,
+    truncated,          // a field runs past the end of the message
+    negative_length,    // a length below -1 (or -1 where null is not allowed)
+    varint_too_long,    // more than 5 (or 10) bytes
+    array_too_large,    // more elements than bytes left could possibly hold
+    invalid_value,      // a value the protocol forbids
+};
+
+const char* to_string(wire_error error);
+
+class wire_reader {
+public:
+    wire_reader() = default;
+    explicit wire_reader(std::span<const std::byte> bytes) : data_(bytes.data()), size_(bytes.size()) {}
+
+    size_t position() const { return position_; }
+    size_t remaining() const { return error_ == wire_error::none ? size_ - position_ : 0; }
+    bool ok() const { return error_ == wire_error::none; }
+    wire_error error() const { return error_; }
+    const std::byte* data() const { return data_; }
+    size_t size() const { return size_; }
+    void fail(wire_error error) {
+        if (error_ == wire_error::none) error_ = error;
+        position_ = size_;
+    }
+
+    int8_t read_int8();
+    int16_t read_int16();
+    int32_t read_int32();
+    int64_t read_int64();
+    uint32_t read_unsigned_varint();  // at most 5 bytes
+    int32_t read_varint();            // zig-zag, at most 5 bytes
+    int64_t read_varlong();           // zig-zag, at most 10 bytes
+    void skip(size_t count);
+
+    // Strings and byte fields return the byte range they occupy; nullopt for null.
+    std::optional<std::string_view> read_string(bool flexible, bool nullable);
+    // Array element count; -1 (null) returned as -1 only when nullable. Bounded by the bytes
+    // left: each element takes at least `element_bytes_min` bytes.
+    int32_t read_array_length(bool flexible, bool nullable, size_t element_bytes_min = 1);
+    void skip_bytes_field(bool flexible, bool nullable);  // BYTES / RECORDS
+    std::optional<std::span<const std::byte>> read_bytes_field(bool flexible, bool nullable);
+    void skip_tagged_fields();
+
+private:
+    bool need(size_t count) {
+        if (error_ != wire_error::none) return false;
+        if (size_ - position_ < count) {
+            fail(wire_error::truncated);
+            return false;
+        }
+        return true;
+    }
+
+    const std::byte* data_ = nullptr;
+    size_t size_ = 0;
+    size_t position_ = 0;
+    wire_error error_ = wire_error::none;
+};
+
+class wire_writer {
+public:
+    std::vector<std::byte>& bytes() { return bytes_; }
+    size_t size() const { return bytes_.size(); }
+
+    void write_int8(int8_t value) { bytes_.push_back(static_cast<std::byte>(value)); }
+    void write_int16(int16_t value);
+    void write_int32(int32_t value);
+    void write_int64(int64_t value);
+    void write_unsigned_varint(uint32_t value);
+    void write_varint(int32_t value);
+    void write_string(std::optional<std::string_view> value, bool flexible);
+    void write_array_length(int32_t count, bool flexible);  // -1 for null
+    void write_raw(std::span<const std::byte> raw) { bytes_.insert(bytes_.end(), raw.begin(), raw.end()); }
+    void write_empty_tagged_fields() { write_unsigned_varint(0); }
+    void patch_int32(size_t offset, int32_t value);
+
+private:
+    std::vector<std::byte> bytes_;
+};
+
+inline int32_t load_int32_be(const std::byte* at) {
+    uint32_t value = (uint32_t(at[0]) << 24) | (uint32_t(at[1]) << 16) | (uint32_t(at[2]) << 8) | uint32_t(at[3]);
+    return static_cast<int32_t>(value);
+}
+inline int16_t load_int16_be(const std::byte* at) {
+    return static_cast<int16_t>((uint16_t(at[0]) << 8) | uint16_t(at[1]));
+}
+inline void store_int32_be(std::byte* at, int32_t value) {
+    uint32_t v = static_cast<uint32_t>(value);
+    at[0] = std::byte(v >> 24);
+    at[1] = std::byte(v >> 16);
+    at[2] = std::byte(v >> 8);
+    at[3] = std::byte(v);
+}
+inline void store_int16_be(std::byte* at, int16_t value) {
+    uint16_t v = static_cast<uint16_t>(value);
+    at[0] = std::byte(v >> 8);
+    at[1] = std::byte(v);
+}
+
+}  // namespace kpp::protocol
