@@ -1,0 +1,227 @@
+#include "proxy/client_session.h"
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+
+#include "protocol/api.h"
+#include "protocol/header.h"
+#include "protocol/wire.h"
+#include "proxy/handlers.h"
+#include "proxy/shard_server.h"
+#include "reactor/address.h"
+#include "reactor/errors.h"
+
+namespace kpp {
+namespace {
+
+// Bytes queued toward one side before the other side stops being read.
+constexpr uint64_t queued_bytes_pause = 8u << 20;
+// Enough for any Produce request header, client id and transactional id.
+constexpr size_t produce_prefix_bytes_max = 70 * 1024;
+
+}  // namespace
+
+client_session::client_session(shard_server& server, int fd, upstream_target target)
+    : server_(server),
+      client_(server.loop(), fd, *this),
+      upstream_(server.loop(), *this, std::move(target), server.config(), server.metrics()),
+      assembler_(server.config().listen.frame_bytes_max),
+      peer_(reactor::peer_address_of(fd).to_string()) {}
+
+client_session::~client_session() = default;
+
+void client_session::start() { client_.start_receive(); }
+
+void client_session::on_data(reactor::byte_slice chunk) {
+    if (draining_) return;
+    bump(server_.metrics().bytes_from_clients, chunk.length);
+    bool under_pressure = server_.loop().buffers().available() < server_.loop().buffers().count() / 4;
+    auto status = assembler_.feed(std::move(chunk), under_pressure,
+                                  [this](protocol::frame&& request) { handle_request(std::move(request)); });
+    if (status == protocol::frame_status::ok) return;
+    bump(server_.metrics().requests_rejected);
+    if (status == protocol::frame_status::too_large)
+        abort("request frame of " + std::to_string(assembler_.declared_size()) +
+              " bytes exceeds listen.frame_bytes_max (" + std::to_string(server_.config().listen.frame_bytes_max) + ")");
+    else
+        abort("request frame with a negative size");
+}
+
+void client_session::handle_request(protocol::frame&& request) {
+    if (client_.closing() || draining_) return;
+    auto header = protocol::peek_request_header(request);
+    if (!header) {
+        bump(server_.metrics().requests_rejected);
+        abort("request of " + std::to_string(request.size_bytes) + " bytes is shorter than a request header");
+        return;
+    }
+    server_.metrics().count_request(header->api_key);
+    if (header->api_key == protocol::api_key::sasl_handshake || header->api_key == 36 /* SaslAuthenticate */)
+        upstream_.forbid_silent_reconnect();
+    bool expects_response = header->api_key != protocol::api_key::produce || produce_expects_response(request);
+    if (client_.closing()) return;  // a malformed Produce closed the session
+    uint64_t sequence = first_slot_sequence_ + slots_.size();
+    if (expects_response) {
+        response_slot slot;
+        slot.client_correlation_id = header->correlation_id;
+        slot.api_key = header->api_key;
+        slot.api_version = header->api_version;
+        slot.received_ns = server_.loop().now_ns();
+        slots_.push_back(std::move(slot));
+    }
+    upstream_.send_request(*header, request, sequence, expects_response);
+    apply_backpressure();
+}
+
+bool client_session::produce_expects_response(const protocol::frame& request) {
+    // acks=0 Produce requests get no response from the broker, so no slot may wait for one.
+    std::vector<std::byte> prefix(std::min<size_t>(request.size_bytes, produce_prefix_bytes_max));
+    request.copy_out(0, prefix);
+    protocol::wire_error error = protocol::wire_error::none;
+    auto header = protocol::parse_request_header(prefix, error);
+    if (!header) {
+        abort(std::string("malformed Produce request header: ") + protocol::to_string(error));
+        return false;
+    }
+    protocol::wire_reader reader(std::span<const std::byte>(prefix).subspan(header->header_bytes));
+    int16_t version = header->fixed.api_version;
+    if (version >= 3) reader.read_string(version >= 9, true);  // transactional_id
+    int16_t acks = reader.read_int16();
+    if (!reader.ok()) {
+        abort(std::string("malformed Produce request: ") + protocol::to_string(reader.error()));
+        return false;
+    }
+    return acks != 0;
+}
+
+void client_session::on_upstream_response(protocol::frame&& response, const in_flight_request& request) {
+    if (request.sequence < first_slot_sequence_ || request.sequence - first_slot_sequence_ >= slots_.size()) return;
+    response_slot& slot = slots_[request.sequence - first_slot_sequence_];
+    fill_slot(slot, std::move(response), request);
+    flush_ready_responses();
+}
+
+void client_session::fill_slot(response_slot& slot, protocol::frame&& response, const in_flight_request& request) {
+    bump(server_.metrics().bytes_to_clients, uint64_t(response.size_bytes) + 4);
+    slot.ready = true;
+    reactor::shared_bytes prefix = reactor::shared_bytes::allocate(8);
+    protocol::store_int32_be(prefix.data() + 4, slot.client_correlation_id);
+    if (response_rewriter rewrite = find_response_rewriter(request.api_key)) {
+        reactor::byte_slice whole = response.contiguous();
+        handler_context context{server_.config(), server_.advertised(), server_.directory().get()};
+        rewritten_response rewritten = rewrite(context, whole.span(), request.api_version);
+        if (!rewritten.unknown_node_ids.empty()) server_.note_unknown_brokers(rewritten.unknown_node_ids);
+        if (!rewritten.message.empty()) {
+            protocol::store_int32_be(prefix.data(), int32_t(rewritten.message.size()));
+            reactor::shared_bytes body = reactor::shared_bytes::copy_of(rewritten.message);
+            slot.pieces.push_back(reactor::byte_slice{std::move(prefix), 0, 8});
+            slot.pieces.push_back(reactor::byte_slice{std::move(body), 4, uint32_t(rewritten.message.size() - 4)});
+            return;
+        }
+        spdlog::warn("forwarding {} v{} response to {} unchanged: {}", protocol::api_name(request.api_key),
+                     request.api_version, peer_, rewritten.problem);
+    }
+    protocol::store_int32_be(prefix.data(), int32_t(response.size_bytes));
+    slot.pieces.push_back(reactor::byte_slice{std::move(prefix), 0, 8});
+    response.slices_from(protocol::response_correlation_bytes, slot.pieces);
+}
+
+void client_session::flush_ready_responses() {
+    while (!slots_.empty() && slots_.front().ready) {
+        response_slot& slot = slots_.front();
+        client_.send(slot.pieces);
+        server_.metrics().observe_latency_ns(server_.loop().now_ns() - slot.received_ns);
+        slots_.pop_front();
+        ++first_slot_sequence_;
+    }
+    apply_backpressure();
+    if (draining_) close_when_idle();
+}
+
+void client_session::apply_backpressure() {
+    bool upstream_full = upstream_.queued_bytes() > queued_bytes_pause;
+    if (upstream_full != client_paused_for_upstream_) {
+        client_paused_for_upstream_ = upstream_full;
+        if (upstream_full)
+            client_.pause_receive();
+        else if (!draining_)
+            client_.resume_receive();
+    }
+    bool client_full = client_.queued_bytes() > queued_bytes_pause;
+    if (client_full != upstream_paused_for_client_) {
+        upstream_paused_for_client_ = client_full;
+        if (client_full)
+            upstream_.pause_receive();
+        else
+            upstream_.resume_receive();
+    }
+}
+
+void client_session::on_send_drained() { apply_backpressure(); }
+void client_session::on_upstream_drained() { apply_backpressure(); }
+
+void client_session::on_end(int error) {
+    if (error != 0 && error != -ECONNRESET)
+        spdlog::debug("client {} receive failed: {}", peer_, reactor::error_text(-error));
+    // The client is gone (or half-closed): nothing more can be answered.
+    upstream_.close();
+    client_.close();
+}
+
+void client_session::on_upstream_failed(const std::string& reason) {
+    spdlog::warn("closing client {}: {}", peer_, reason);
+    // Responses already complete still go out; the client retries the rest elsewhere.
+    draining_ = true;
+    client_.pause_receive();
+    slots_.erase(std::find_if(slots_.begin(), slots_.end(), [](const response_slot& s) { return !s.ready; }),
+                 slots_.end());
+    flush_ready_responses();
+    client_.close_after_flush();
+}
+
+void client_session::begin_drain() {
+    if (draining_) return;
+    draining_ = true;
+    client_.pause_receive();
+    close_when_idle();
+}
+
+void client_session::close_when_idle() {
+    if (!slots_.empty() || upstream_.in_flight() > 0) return;
+    upstream_.close();
+    client_.close_after_flush();
+}
+
+void client_session::abort(const std::string& reason) {
+    if (!reason.empty()) spdlog::warn("closing client {}: {}", peer_, reason);
+    draining_ = true;
+    upstream_.close();
+    client_.close();
+}
+
+void client_session::check_timeouts(uint64_t now_ns) {
+    uint64_t oldest = upstream_.oldest_timed_request_ns();
+    uint64_t limit_ns = uint64_t(server_.config().kafka.request_timeout_ms) * 1'000'000u;
+    if (oldest == 0 || now_ns - oldest < limit_ns) return;
+    bump(server_.metrics().upstream_failures);
+    abort(upstream_.target().description + " did not answer within kafka.request_timeout_ms (" +
+          std::to_string(server_.config().kafka.request_timeout_ms) + " ms)");
+}
+
+void client_session::on_closed() {
+    client_closed_ = true;
+    upstream_.close();
+    if (finished()) server_.retire(this);
+}
+
+void client_session::on_upstream_closed() {
+    upstream_closed_ = true;
+    if (!client_closed_ && !client_.closing() && !draining_) {
+        // Not a failure we reported (e.g. our own close): finish the client side too.
+        client_.close_after_flush();
+    }
+    if (finished()) server_.retire(this);
+}
+
+}  // namespace kpp

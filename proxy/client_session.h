@@ -1,0 +1,77 @@
+// One client connection: frames requests out of the receive buffers, forwards them to the
+// session's own upstream connection, and returns responses in request order (pipelining),
+// rewriting the few APIs that name brokers.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "protocol/frame.h"
+#include "proxy/upstream_link.h"
+#include "reactor/stream_socket.h"
+
+namespace kpp {
+
+class shard_server;
+
+class client_session final : public reactor::stream_socket::events, public upstream_link::owner {
+public:
+    client_session(shard_server& server, int fd, upstream_target target);
+    ~client_session() override;
+
+    void start();
+    // Graceful stop: read no more requests, answer those in flight, then close.
+    void begin_drain();
+    // Closes both sides now (with a log line saying why, when given).
+    void abort(const std::string& reason);
+    // Called by the shard's sweep: fails the session when the broker is too slow.
+    void check_timeouts(uint64_t now_ns);
+    bool finished() const { return client_closed_ && upstream_closed_; }
+    const std::string& peer() const { return peer_; }
+
+private:
+    struct response_slot {
+        int32_t client_correlation_id = 0;
+        int16_t api_key = 0;
+        int16_t api_version = 0;
+        uint64_t received_ns = 0;
+        bool ready = false;
+        std::vector<reactor::byte_slice> pieces;  // size prefix included
+    };
+
+    // Client socket events.
+    void on_data(reactor::byte_slice chunk) override;
+    void on_end(int error) override;
+    void on_closed() override;
+    void on_send_drained() override;
+    // Upstream events.
+    void on_upstream_response(protocol::frame&& response, const in_flight_request& request) override;
+    void on_upstream_failed(const std::string& reason) override;
+    void on_upstream_closed() override;
+    void on_upstream_drained() override;
+
+    void handle_request(protocol::frame&& request);
+    bool produce_expects_response(const protocol::frame& request);
+    void fill_slot(response_slot& slot, protocol::frame&& response, const in_flight_request& request);
+    void flush_ready_responses();
+    void close_when_idle();
+    void apply_backpressure();
+
+    shard_server& server_;
+    reactor::stream_socket client_;
+    upstream_link upstream_;
+    protocol::frame_assembler assembler_;
+    std::deque<response_slot> slots_;
+    uint64_t first_slot_sequence_ = 0;  // sequence number of slots_.front()
+    std::string peer_;
+    bool draining_ = false;
+    bool client_closed_ = false;
+    bool upstream_closed_ = false;
+    bool client_paused_for_upstream_ = false;
+    bool upstream_paused_for_client_ = false;
+};
+
+}  // namespace kpp

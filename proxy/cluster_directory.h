@@ -1,0 +1,48 @@
+// What the proxy knows of the upstream cluster: its brokers (node id -> address) as an
+// immutable snapshot shared by the cores, and the blocking discovery used at start-up
+// and by the periodic refresh (never on a data-plane thread).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "protocol/broker_endpoints.h"
+#include "proxy/config.h"
+#include "reactor/address.h"
+
+namespace kpp {
+
+struct upstream_broker {
+    int32_t node_id = -1;
+    protocol::endpoint advertised;  // as the cluster names it
+    reactor::socket_address address;
+    uint16_t proxy_port = 0;        // where the proxy serves it
+};
+
+struct cluster_directory {
+    std::map<int32_t, upstream_broker> brokers;
+    int32_t controller_id = -1;
+
+    const upstream_broker* find(int32_t node_id) const {
+        auto found = brokers.find(node_id);
+        return found == brokers.end() ? nullptr : &found->second;
+    }
+    bool same_brokers(const cluster_directory& other) const;
+};
+
+struct discovery_result {
+    std::shared_ptr<const cluster_directory> directory;
+    std::string bootstrap_used;
+    std::string error;  // empty on success
+};
+
+// Asks the bootstrap servers in turn (ApiVersions, then Metadata at the best version both
+// sides speak) and resolves every broker. Fails with a message; never throws for network
+// errors. Throws config_error when a broker's node id has no usable proxy port.
+discovery_result discover_cluster(const proxy_config& config);
+
+}  // namespace kpp

@@ -1,0 +1,19 @@
+// ApiVersions: advertise the intersection of the broker's ranges and what the proxy can
+// rewrite; APIs forwarded without decoding keep the broker's range.
+#include "protocol/broker_endpoints.h"
+#include "proxy/handlers.h"
+
+namespace kpp::handlers {
+
+rewritten_response api_versions(const handler_context&, std::span<const std::byte> response, int16_t version) {
+    auto result = protocol::rewrite_api_versions_response(response, version, nullptr);
+    rewritten_response out;
+    if (result.error != protocol::wire_error::none) {
+        out.problem = std::string("malformed ApiVersions response: ") + protocol::to_string(result.error);
+        return out;
+    }
+    out.message = std::move(result.message);
+    return out;
+}
+
+}  // namespace kpp::handlers

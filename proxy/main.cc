@@ -1,0 +1,266 @@
+// kafka-partition-proxy: start-up, signals and the metadata refresher. The data plane is
+// the shard group; this thread only waits for signals.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+#include "kpp_version.h"
+#include "proxy/admin_http.h"
+#include "proxy/cli.h"
+#include "proxy/cluster_directory.h"
+#include "proxy/config.h"
+#include "proxy/logging.h"
+#include "proxy/metrics.h"
+#include "proxy/shard_server.h"
+#include "reactor/errors.h"
+#include "reactor/shard_group.h"
+#include "remap/mapping.h"
+
+namespace {
+
+using namespace kpp;
+
+std::vector<std::string> split_lines(const std::string& text) {
+    std::vector<std::string> lines;
+    size_t start = 0;
+    while (start < text.size()) {
+        size_t end = text.find('\n', start);
+        if (end == std::string::npos) end = text.size();
+        if (end > start) lines.push_back(text.substr(start, end - start));
+        start = end + 1;
+    }
+    return lines;
+}
+
+// Waits up to `timeout_ms` for SIGINT/SIGTERM (blocked in every thread); returns the signal or 0.
+int wait_for_signal(uint32_t timeout_ms) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    timespec timeout{time_t(timeout_ms / 1000), long(timeout_ms % 1000) * 1'000'000L};
+    int received = sigtimedwait(&set, nullptr, &timeout);
+    return received > 0 ? received : 0;
+}
+
+// Discovers the cluster, retrying with backoff until it answers or a stop signal arrives.
+std::shared_ptr<const cluster_directory> discover_until_ready(const proxy_config& config, int& stop_signal) {
+    uint32_t delay_ms = 200;
+    for (;;) {
+        discovery_result result = discover_cluster(config);
+        if (result.directory) {
+            spdlog::info("Upstream connected via {}: {} broker(s)", result.bootstrap_used, result.directory->brokers.size());
+            return result.directory;
+        }
+        spdlog::warn("waiting for the upstream cluster (kafka.bootstrap_servers): {}", result.error);
+        stop_signal = wait_for_signal(delay_ms);
+        if (stop_signal) return nullptr;
+        delay_ms = std::min<uint32_t>(delay_ms * 2, 5000);
+    }
+}
+
+void log_directory(const cluster_directory& directory, const host_port& advertised) {
+    for (const auto& [node_id, broker] : directory.brokers)
+        spdlog::info("Broker {} at {}:{} served on {}:{}", node_id, broker.advertised.host, broker.advertised.port,
+                     advertised.host, broker.proxy_port);
+}
+
+// Re-reads metadata periodically (kafka.metadata_refresh_interval_secs) or when a core
+// sees a broker it does not serve, and hands a new directory to every core.
+class metadata_refresher {
+public:
+    metadata_refresher(proxy_runtime& runtime, reactor::shard_group& group,
+                       std::shared_ptr<const cluster_directory> current)
+        : runtime_(runtime), group_(group), current_(std::move(current)) {
+        thread_ = std::thread([this] { run(); });
+    }
+    ~metadata_refresher() {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        wake_.notify_all();
+        thread_.join();
+    }
+    void request() {
+        {
+            std::lock_guard lock(mutex_);
+            requested_ = true;
+        }
+        wake_.notify_all();
+    }
+
+private:
+    void run() {
+        pthread_setname_np(pthread_self(), "kpp-refresh");
+        uint32_t interval_secs = runtime_.config.kafka.metadata_refresh_interval_secs;
+        std::unique_lock lock(mutex_);
+        while (!stopping_) {
+            auto wake_at = std::chrono::steady_clock::now() + std::chrono::seconds(interval_secs ? interval_secs : 3600);
+            wake_.wait_until(lock, wake_at, [this] { return stopping_ || requested_; });
+            if (stopping_) return;
+            if (!requested_ && interval_secs == 0) continue;
+            requested_ = false;
+            lock.unlock();
+            refresh();
+            lock.lock();
+        }
+    }
+    void refresh() {
+        try {
+            discovery_result result = discover_cluster(runtime_.config);
+            if (!result.directory) {
+                spdlog::warn("metadata refresh failed: {}", result.error);
+                return;
+            }
+            if (result.directory->same_brokers(*current_)) return;
+            spdlog::info("the cluster's brokers changed: now {}", result.directory->brokers.size());
+            log_directory(*result.directory, runtime_.advertised);
+            current_ = result.directory;
+            for (uint32_t index = 0; index < group_.size(); ++index) {
+                group_.post(index, [directory = current_](reactor::shard& shard) {
+                    auto server = std::static_pointer_cast<shard_server>(shard.user_state);
+                    if (!server) return;
+                    try {
+                        server->apply_directory(directory);
+                    } catch (const std::exception& error) {
+                        spdlog::error("cannot serve a new broker: {}", error.what());
+                    }
+                });
+            }
+        } catch (const std::exception& error) {
+            spdlog::error("metadata refresh: {}", error.what());
+        }
+    }
+
+    proxy_runtime& runtime_;
+    reactor::shard_group& group_;
+    std::shared_ptr<const cluster_directory> current_;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    bool stopping_ = false;
+    bool requested_ = false;
+    std::thread thread_;
+};
+
+int run_proxy(const cli_options& options) {
+    proxy_config config;
+    try {
+        config = load_config_file(options.config_path);
+        if (options.listen_override) apply_listen_override(config, *options.listen_override);
+    } catch (const config_error& error) {
+        std::fprintf(stderr, "kafka-partition-proxy: configuration error: %s\n", error.what());
+        return 2;
+    }
+    setup_logging(config.logging, options.verbosity);
+    spdlog::info("kafka-partition-proxy {} starting", KPP_VERSION);
+    for (const std::string& warning : config.warnings) spdlog::warn("{}", warning);
+
+    // Signals are handled by this thread only: block them before any other thread exists.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+
+    proxy_runtime runtime;
+    runtime.config = config;
+    runtime.advertised = advertised_address_of(config.listen);
+    try {
+        for (const host_port& server : config.kafka.bootstrap_servers)
+            runtime.bootstrap_addresses.push_back(reactor::resolve_address(server.host, server.port));
+    } catch (const std::exception& error) {
+        spdlog::error("kafka.bootstrap_servers: {}", error.what());
+        return 2;
+    }
+    for (const std::string& line : split_lines(mapping_registry(config.mapping).describe())) spdlog::info("{}", line);
+
+    int stop_signal = 0;
+    std::shared_ptr<const cluster_directory> directory;
+    try {
+        directory = discover_until_ready(config, stop_signal);
+    } catch (const config_error& error) {
+        spdlog::error("configuration error: {}", error.what());
+        return 2;
+    }
+    if (!directory) {
+        spdlog::info("stopped before the upstream answered");
+        return 0;
+    }
+    log_directory(*directory, runtime.advertised);
+    runtime.initial_directory = directory;
+
+    reactor::shard_group_options group_options;
+    group_options.shard_count = config.threads;
+    uint32_t shard_count = config.threads ? config.threads : uint32_t(reactor::shard_group::available_cpus().size());
+    runtime.metrics = std::make_unique<metrics_registry>(shard_count);
+    std::atomic<bool> ready{false};
+    std::unique_ptr<admin_http_server> admin;
+    try {
+        if (config.metrics.enabled)
+            admin = std::make_unique<admin_http_server>(config.metrics.address, *runtime.metrics,
+                                                        [&ready] { return ready.load(); });
+    } catch (const std::exception& error) {
+        spdlog::error("{}", error.what());
+        return 2;
+    }
+
+    reactor::shard_group group(group_options, [&runtime](reactor::shard& shard) {
+        auto server = std::make_shared<shard_server>(shard, runtime);
+        server->apply_directory(runtime.initial_directory);
+        shard.user_state = server;
+        shard.on_stop = [](reactor::shard& self) {
+            std::static_pointer_cast<shard_server>(self.user_state)->begin_stop();
+        };
+    });
+    try {
+        group.start();
+    } catch (const std::exception& error) {
+        spdlog::error("cannot start: {}", error.what());
+        return 1;
+    }
+    metadata_refresher refresher(runtime, group, directory);
+    runtime.request_refresh = [&refresher] { refresher.request(); };
+    ready = true;
+    spdlog::info("Listening on {} ({} thread(s)); advertising {}", config.listen.address.to_string(), group.size(),
+                 runtime.advertised.host);
+    if (admin) spdlog::info("Metrics on {}:{} (/metrics, /health, /ready)", config.metrics.address.host, admin->port());
+
+    while (!stop_signal) stop_signal = wait_for_signal(1000);
+    spdlog::info("received {}: stopping (finishing in-flight requests, up to shutdown_timeout_ms = {} ms)",
+                 stop_signal == SIGINT ? "SIGINT" : "SIGTERM", config.shutdown_timeout_ms);
+    ready = false;
+    runtime.request_refresh = nullptr;
+    group.request_stop();
+    group.join();
+    spdlog::info("stopped");
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    kpp::cli_options options;
+    try {
+        options = kpp::parse_cli(argc, argv);
+    } catch (const std::exception& error) {
+        std::fprintf(stderr, "kafka-partition-proxy: %s\n\n%s", error.what(), kpp::cli_usage().c_str());
+        return 2;
+    }
+    if (options.show_help) {
+        std::cout << kpp::cli_usage();
+        return 0;
+    }
+    if (options.show_version) {
+        std::cout << "kafka-partition-proxy " << KPP_VERSION << "\n";
+        return 0;
+    }
+    return run_proxy(options);
+}

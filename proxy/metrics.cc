@@ -1,0 +1,120 @@
+#include "proxy/metrics.h"
+
+#include <prometheus/metric_family.h>
+#include <prometheus/text_serializer.h>
+
+#include "protocol/api.h"
+
+namespace kpp {
+
+void shard_metrics::observe_latency_ns(uint64_t elapsed_ns) {
+    double seconds = double(elapsed_ns) / 1e9;
+    size_t bucket = 0;
+    while (bucket < latency_bucket_bounds_seconds.size() && seconds > latency_bucket_bounds_seconds[bucket]) ++bucket;
+    bump(latency_buckets[bucket]);
+    bump(latency_sum_ns, elapsed_ns);
+    bump(latency_count);
+}
+
+metrics_registry::metrics_registry(uint32_t shard_count) {
+    for (uint32_t index = 0; index < shard_count; ++index) shards_.push_back(std::make_unique<shard_metrics>());
+}
+
+namespace {
+
+uint64_t sum(const std::vector<std::unique_ptr<shard_metrics>>& shards,
+             std::atomic<uint64_t> shard_metrics::*field) {
+    uint64_t total = 0;
+    for (const auto& shard : shards) total += ((*shard).*field).load(std::memory_order_relaxed);
+    return total;
+}
+
+prometheus::MetricFamily counter_family(std::string name, std::string help, double value) {
+    prometheus::MetricFamily family{std::move(name), std::move(help), prometheus::MetricType::Counter, {}};
+    prometheus::ClientMetric metric;
+    metric.counter.value = value;
+    family.metric.push_back(metric);
+    return family;
+}
+
+}  // namespace
+
+int64_t metrics_registry::active_client_connections() const {
+    return int64_t(sum(shards_, &shard_metrics::client_connections_opened)) -
+           int64_t(sum(shards_, &shard_metrics::client_connections_closed));
+}
+
+std::vector<prometheus::MetricFamily> metrics_registry::Collect() const {
+    std::vector<prometheus::MetricFamily> families;
+
+    prometheus::MetricFamily requests{"kpp_requests_total", "Client requests received, by API",
+                                      prometheus::MetricType::Counter, {}};
+    for (size_t key = 0; key < metrics_api_keys; ++key) {
+        uint64_t total = 0;
+        for (const auto& shard : shards_) total += shard->requests_by_api[key].load(std::memory_order_relaxed);
+        if (total == 0) continue;
+        prometheus::ClientMetric metric;
+        metric.label.push_back({"api", std::string(protocol::api_name(int16_t(key)))});
+        metric.label.push_back({"api_key", std::to_string(key)});
+        metric.counter.value = double(total);
+        requests.metric.push_back(metric);
+    }
+    families.push_back(std::move(requests));
+
+    prometheus::MetricFamily latency{"kpp_request_latency_seconds",
+                                     "Time from a request's arrival to its response being queued to the client",
+                                     prometheus::MetricType::Histogram, {}};
+    prometheus::ClientMetric histogram;
+    uint64_t cumulative = 0;
+    for (size_t bucket = 0; bucket <= latency_bucket_bounds_seconds.size(); ++bucket) {
+        for (const auto& shard : shards_) cumulative += shard->latency_buckets[bucket].load(std::memory_order_relaxed);
+        prometheus::ClientMetric::Bucket entry;
+        entry.cumulative_count = cumulative;
+        entry.upper_bound = bucket < latency_bucket_bounds_seconds.size() ? latency_bucket_bounds_seconds[bucket]
+                                                                          : std::numeric_limits<double>::infinity();
+        histogram.histogram.bucket.push_back(entry);
+    }
+    histogram.histogram.sample_count = sum(shards_, &shard_metrics::latency_count);
+    histogram.histogram.sample_sum = double(sum(shards_, &shard_metrics::latency_sum_ns)) / 1e9;
+    latency.metric.push_back(histogram);
+    families.push_back(std::move(latency));
+
+    prometheus::MetricFamily active{"kpp_client_connections_active", "Client connections open now",
+                                    prometheus::MetricType::Gauge, {}};
+    prometheus::ClientMetric gauge;
+    gauge.gauge.value = double(active_client_connections());
+    active.metric.push_back(gauge);
+    families.push_back(std::move(active));
+
+    families.push_back(counter_family("kpp_client_connections_total", "Client connections accepted",
+                                      double(sum(shards_, &shard_metrics::client_connections_opened))));
+    families.push_back(counter_family("kpp_client_connections_refused_total",
+                                      "Client connections refused (listen.max_connections reached)",
+                                      double(sum(shards_, &shard_metrics::client_connections_refused))));
+    prometheus::MetricFamily bytes{"kpp_bytes_total", "Bytes moved, by direction", prometheus::MetricType::Counter, {}};
+    auto add_bytes = [&](const char* direction, std::atomic<uint64_t> shard_metrics::*field) {
+        prometheus::ClientMetric metric;
+        metric.label.push_back({"direction", direction});
+        metric.counter.value = double(sum(shards_, field));
+        bytes.metric.push_back(metric);
+    };
+    add_bytes("from_clients", &shard_metrics::bytes_from_clients);
+    add_bytes("to_clients", &shard_metrics::bytes_to_clients);
+    add_bytes("from_upstream", &shard_metrics::bytes_from_upstream);
+    add_bytes("to_upstream", &shard_metrics::bytes_to_upstream);
+    families.push_back(std::move(bytes));
+    families.push_back(counter_family("kpp_upstream_connect_failures_total", "Failed connects to brokers",
+                                      double(sum(shards_, &shard_metrics::upstream_connect_failures))));
+    families.push_back(counter_family("kpp_upstream_failures_total",
+                                      "Upstream connections lost or timed out with requests in flight",
+                                      double(sum(shards_, &shard_metrics::upstream_failures))));
+    families.push_back(counter_family("kpp_requests_rejected_total", "Client frames refused (too large or malformed)",
+                                      double(sum(shards_, &shard_metrics::requests_rejected))));
+    return families;
+}
+
+std::string metrics_registry::render_text() const {
+    return prometheus::TextSerializer().Serialize(Collect());
+}
+
+}  // namespace kpp

@@ -1,0 +1,61 @@
+// Metrics: each shard writes its own counters (single writer, relaxed atomics, no shared
+// cache lines between cores); a scrape sums the shards into Prometheus families.
+#pragma once
+
+#include <prometheus/collectable.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace kpp {
+
+inline void bump(std::atomic<uint64_t>& counter, uint64_t amount = 1) {
+    // Only the owning shard writes: a plain read-modify-write with no locked instruction.
+    counter.store(counter.load(std::memory_order_relaxed) + amount, std::memory_order_relaxed);
+}
+
+inline constexpr size_t metrics_api_keys = 128;  // keys above are counted as key 127
+inline constexpr std::array<double, 14> latency_bucket_bounds_seconds{
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0};
+
+struct alignas(64) shard_metrics {
+    std::array<std::atomic<uint64_t>, metrics_api_keys> requests_by_api{};
+    std::array<std::atomic<uint64_t>, latency_bucket_bounds_seconds.size() + 1> latency_buckets{};
+    std::atomic<uint64_t> latency_sum_ns{0};
+    std::atomic<uint64_t> latency_count{0};
+    std::atomic<uint64_t> client_connections_opened{0};
+    std::atomic<uint64_t> client_connections_closed{0};
+    std::atomic<uint64_t> client_connections_refused{0};
+    std::atomic<uint64_t> bytes_from_clients{0};
+    std::atomic<uint64_t> bytes_to_clients{0};
+    std::atomic<uint64_t> bytes_from_upstream{0};
+    std::atomic<uint64_t> bytes_to_upstream{0};
+    std::atomic<uint64_t> upstream_connect_failures{0};
+    std::atomic<uint64_t> upstream_failures{0};
+    std::atomic<uint64_t> requests_rejected{0};  // frames refused: too large or malformed
+
+    void count_request(int16_t api_key) {
+        size_t index = api_key < 0 ? metrics_api_keys - 1 : std::min<size_t>(size_t(api_key), metrics_api_keys - 1);
+        bump(requests_by_api[index]);
+    }
+    void observe_latency_ns(uint64_t elapsed_ns);
+};
+
+class metrics_registry : public prometheus::Collectable {
+public:
+    explicit metrics_registry(uint32_t shard_count);
+    shard_metrics& shard(uint32_t index) { return *shards_[index]; }
+    std::vector<prometheus::MetricFamily> Collect() const override;
+    std::string render_text() const;  // Prometheus text exposition
+    int64_t active_client_connections() const;
+
+private:
+    std::vector<std::unique_ptr<shard_metrics>> shards_;
+};
+
+}  // namespace kpp

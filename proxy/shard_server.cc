@@ -1,0 +1,164 @@
+#include "proxy/shard_server.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include "proxy/client_session.h"
+#include "reactor/errors.h"
+
+namespace kpp {
+namespace {
+constexpr uint64_t sweep_interval_ms = 200;
+}
+
+shard_server::shard_server(reactor::shard& shard, proxy_runtime& runtime)
+    : shard_(shard), runtime_(runtime), metrics_(runtime.metrics->shard(shard.index())),
+      sweep_timer_(shard.loop()), reap_timer_(shard.loop()), stop_deadline_(shard.loop()) {
+    sweep_timer_.arm_after_ms(sweep_interval_ms, &shard_server::on_sweep, this);
+}
+
+shard_server::~shard_server() {
+    for (client_session* session : retired_) delete session;
+    for (client_session* session : sessions_) delete session;
+}
+
+void shard_server::apply_directory(std::shared_ptr<const cluster_directory> directory) {
+    directory_ = std::move(directory);
+    refresh_requested_ = false;
+    if (stopping_) return;
+    if (!listeners_.count(runtime_.config.listen.address.port)) open_listener(-1, runtime_.config.listen.address.port);
+    for (const auto& [node_id, broker] : directory_->brokers)
+        if (!listeners_.count(broker.proxy_port)) open_listener(node_id, broker.proxy_port);
+}
+
+void shard_server::open_listener(int32_t node_id, uint16_t port) {
+    auto entry = std::make_unique<port_listener>();
+    entry->server = this;
+    entry->node_id = node_id;
+    auto bind_address = reactor::resolve_address(runtime_.config.listen.address.host, port, true);
+    try {
+        entry->socket = std::make_unique<reactor::listener>(loop(), bind_address, &shard_server::on_accept, entry.get());
+    } catch (const reactor::reactor_error& error) {
+        throw reactor::reactor_error(std::string(node_id < 0 ? "listen.address: " : "listen.broker_port_base: ") +
+                                     error.what());
+    }
+    listeners_[port] = std::move(entry);
+}
+
+void shard_server::on_accept(void* context, int fd) {
+    auto& entry = *static_cast<port_listener*>(context);
+    entry.server->accept_on(entry, fd);
+}
+
+bool shard_server::target_for(int32_t node_id, upstream_target& target) {
+    if (node_id < 0) {
+        const auto& servers = runtime_.bootstrap_addresses;
+        size_t index = next_bootstrap_++ % servers.size();
+        target.node_id = -1;
+        target.address = servers[index];
+        target.description = "bootstrap server " + runtime_.config.kafka.bootstrap_servers[index].to_string();
+        return true;
+    }
+    const upstream_broker* broker = directory_ ? directory_->find(node_id) : nullptr;
+    if (!broker) return false;
+    target.node_id = node_id;
+    target.address = broker->address;
+    target.description = "broker " + std::to_string(node_id) + " at " + broker->advertised.host + ":" +
+                         std::to_string(broker->advertised.port);
+    return true;
+}
+
+void shard_server::accept_on(port_listener& entry, int fd) {
+    if (fd < 0) {
+        spdlog::warn("accept failed on port {}: {}", entry.socket->port(), reactor::error_text(-fd));
+        return;
+    }
+    if (stopping_) {
+        ::close(fd);
+        return;
+    }
+    uint32_t open_now = runtime_.client_connections.fetch_add(1, std::memory_order_relaxed);
+    if (open_now >= runtime_.config.listen.max_connections) {
+        runtime_.client_connections.fetch_sub(1, std::memory_order_relaxed);
+        bump(metrics_.client_connections_refused);
+        spdlog::warn("refusing a connection on port {}: listen.max_connections ({}) reached", entry.socket->port(),
+                     runtime_.config.listen.max_connections);
+        ::close(fd);
+        return;
+    }
+    upstream_target target;
+    if (!target_for(entry.node_id, target)) {
+        runtime_.client_connections.fetch_sub(1, std::memory_order_relaxed);
+        spdlog::warn("closing a connection on port {}: broker {} is no longer in the cluster", entry.socket->port(),
+                     entry.node_id);
+        ::close(fd);
+        return;
+    }
+    bump(metrics_.client_connections_opened);
+    auto* session = new client_session(*this, fd, std::move(target));
+    sessions_.insert(session);
+    spdlog::debug("client {} connected on port {} (shard {})", session->peer(), entry.socket->port(), shard_.index());
+    session->start();
+}
+
+void shard_server::retire(client_session* session) {
+    if (!sessions_.erase(session)) return;
+    runtime_.client_connections.fetch_sub(1, std::memory_order_relaxed);
+    bump(metrics_.client_connections_closed);
+    retired_.push_back(session);
+    if (!reap_timer_.armed()) reap_timer_.arm_after_ms(0, &shard_server::on_reap, this);
+}
+
+void shard_server::on_reap(reactor::timer&, void* context) {
+    auto& server = *static_cast<shard_server*>(context);
+    std::vector<client_session*> finished;
+    finished.swap(server.retired_);
+    for (client_session* session : finished) delete session;
+    server.check_stopped();
+}
+
+void shard_server::on_sweep(reactor::timer& self, void* context) {
+    auto& server = *static_cast<shard_server*>(context);
+    uint64_t now = server.loop().now_ns();
+    std::vector<client_session*> snapshot(server.sessions_.begin(), server.sessions_.end());
+    for (client_session* session : snapshot)
+        if (server.sessions_.count(session)) session->check_timeouts(now);
+    if (!server.stopping_) self.arm_after_ms(sweep_interval_ms, &shard_server::on_sweep, &server);
+}
+
+void shard_server::note_unknown_brokers(const std::vector<int32_t>& node_ids) {
+    if (refresh_requested_ || !runtime_.request_refresh) return;
+    refresh_requested_ = true;
+    spdlog::info("the cluster names broker {} that the proxy does not serve yet; refreshing metadata", node_ids.front());
+    runtime_.request_refresh();
+}
+
+void shard_server::begin_stop() {
+    if (stopping_) return;
+    stopping_ = true;
+    sweep_timer_.cancel();
+    for (auto& [port, entry] : listeners_) entry->socket->close();
+    std::vector<client_session*> snapshot(sessions_.begin(), sessions_.end());
+    for (client_session* session : snapshot)
+        if (sessions_.count(session)) session->begin_drain();
+    stop_deadline_.arm_after_ms(runtime_.config.shutdown_timeout_ms, &shard_server::on_stop_deadline, this);
+    check_stopped();
+}
+
+void shard_server::on_stop_deadline(reactor::timer&, void* context) {
+    auto& server = *static_cast<shard_server*>(context);
+    if (!server.sessions_.empty())
+        spdlog::warn("shutdown_timeout_ms reached with {} connection(s) still busy on shard {}; closing them",
+                     server.sessions_.size(), server.shard_.index());
+    std::vector<client_session*> snapshot(server.sessions_.begin(), server.sessions_.end());
+    for (client_session* session : snapshot)
+        if (server.sessions_.count(session)) session->abort("");
+}
+
+void shard_server::check_stopped() {
+    if (!stopping_ || !sessions_.empty() || !retired_.empty()) return;
+    stop_deadline_.cancel();
+    // Every session is gone; the loop exits once the listeners' accepts have ended.
+}
+
+}  // namespace kpp

@@ -1,0 +1,85 @@
+// Everything one core serves: a listener per port (bootstrap + one per broker), the client
+// sessions accepted there, and the sweep that times out slow brokers.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <unordered_set>
+#include <vector>
+
+#include "proxy/cluster_directory.h"
+#include "proxy/config.h"
+#include "proxy/metrics.h"
+#include "proxy/upstream_link.h"
+#include "reactor/listener.h"
+#include "reactor/shard_group.h"
+
+namespace kpp {
+
+class client_session;
+
+// State shared by all cores: immutable config, the directory snapshot (replaced whole),
+// metrics (per-shard slots), and the connection budget.
+struct proxy_runtime {
+    proxy_config config;
+    host_port advertised;
+    std::vector<reactor::socket_address> bootstrap_addresses;
+    std::unique_ptr<metrics_registry> metrics;
+    std::shared_ptr<const cluster_directory> initial_directory;
+    std::atomic<uint32_t> client_connections{0};
+    std::function<void()> request_refresh;  // asks the refresher for new metadata now
+};
+
+class shard_server {
+public:
+    shard_server(reactor::shard& shard, proxy_runtime& runtime);
+    ~shard_server();
+
+    // Opens listeners for ports not yet open (throws reactor_error naming the address).
+    void apply_directory(std::shared_ptr<const cluster_directory> directory);
+    void begin_stop();
+
+    reactor::event_loop& loop() { return shard_.loop(); }
+    const proxy_config& config() const { return runtime_.config; }
+    const host_port& advertised() const { return runtime_.advertised; }
+    shard_metrics& metrics() { return metrics_; }
+    const std::shared_ptr<const cluster_directory>& directory() const { return directory_; }
+    void note_unknown_brokers(const std::vector<int32_t>& node_ids);
+    // A finished session is freed after the current batch of completions.
+    void retire(client_session* session);
+
+private:
+    struct port_listener {
+        shard_server* server;
+        int32_t node_id;  // -1: bootstrap
+        std::unique_ptr<reactor::listener> socket;
+    };
+
+    static void on_accept(void* context, int fd);
+    static void on_sweep(reactor::timer& self, void* context);
+    static void on_reap(reactor::timer& self, void* context);
+    static void on_stop_deadline(reactor::timer& self, void* context);
+    void open_listener(int32_t node_id, uint16_t port);
+    void accept_on(port_listener& entry, int fd);
+    bool target_for(int32_t node_id, upstream_target& target);
+    void check_stopped();
+
+    reactor::shard& shard_;
+    proxy_runtime& runtime_;
+    shard_metrics& metrics_;
+    std::shared_ptr<const cluster_directory> directory_;
+    std::map<uint16_t, std::unique_ptr<port_listener>> listeners_;
+    std::unordered_set<client_session*> sessions_;
+    std::vector<client_session*> retired_;
+    reactor::timer sweep_timer_;
+    reactor::timer reap_timer_;
+    reactor::timer stop_deadline_;
+    uint32_t next_bootstrap_ = 0;
+    bool stopping_ = false;
+    bool refresh_requested_ = false;
+};
+
+}  // namespace kpp

@@ -1,0 +1,224 @@
+#include "proxy/upstream_link.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "protocol/api.h"
+#include "protocol/wire.h"
+#include "reactor/errors.h"
+
+namespace kpp {
+namespace {
+
+// Responses are bounded by what clients ask for (fetch.max.bytes); this is a sanity cap.
+constexpr uint32_t response_bytes_max = 1u << 30;
+constexpr uint32_t retry_delay_ms_first = 50;
+constexpr uint32_t retry_delay_ms_max = 1000;
+
+}  // namespace
+
+upstream_link::upstream_link(reactor::event_loop& loop, owner& session, upstream_target target,
+                             const proxy_config& config, shard_metrics& metrics)
+    : loop_(loop), session_(session), target_(std::move(target)), config_(config), metrics_(metrics),
+      retry_timer_(loop), assembler_(response_bytes_max) {}
+
+upstream_link::~upstream_link() {
+    if (attempt_) attempt_->abandon();
+}
+
+uint64_t upstream_link::queued_bytes() const {
+    return waiting_bytes_ + (socket_ ? socket_->queued_bytes() : 0);
+}
+
+uint64_t upstream_link::oldest_timed_request_ns() const {
+    for (const in_flight_request& request : in_flight_) {
+        if (request.api_key == protocol::api_key::join_group || request.api_key == protocol::api_key::sync_group)
+            continue;
+        return request.sent_ns;
+    }
+    return 0;
+}
+
+void upstream_link::send_request(const protocol::request_header& header, const protocol::frame& request,
+                                 uint64_t sequence, bool expects_response) {
+    if (state_ == state::closing || state_ == state::closed) return;
+    int32_t correlation_id = next_correlation_id_;
+    next_correlation_id_ = next_correlation_id_ == INT32_MAX ? 1 : next_correlation_id_ + 1;
+    // New bytes only for the size and the fixed header; the rest goes from the receive buffers.
+    reactor::shared_bytes prefix = reactor::shared_bytes::allocate(4 + protocol::request_header_fixed_bytes);
+    protocol::store_int32_be(prefix.data(), int32_t(request.size_bytes));
+    protocol::store_int16_be(prefix.data() + 4, header.api_key);
+    protocol::store_int16_be(prefix.data() + 6, header.api_version);
+    protocol::store_int32_be(prefix.data() + 8, correlation_id);
+    std::vector<reactor::byte_slice> pieces;
+    pieces.reserve(request.pieces.size() + 1);
+    pieces.push_back(reactor::byte_slice{std::move(prefix), 0, 12});
+    request.slices_from(protocol::request_header_fixed_bytes, pieces);
+    if (expects_response)
+        in_flight_.push_back({correlation_id, sequence, header.api_key, header.api_version, loop_.now_ns()});
+    bump(metrics_.bytes_to_upstream, uint64_t(request.size_bytes) + 4);
+    transmit(std::move(pieces));
+}
+
+void upstream_link::transmit(std::vector<reactor::byte_slice>&& pieces) {
+    if (state_ == state::connected) {
+        socket_->send(pieces);
+        return;
+    }
+    for (const auto& piece : pieces) waiting_bytes_ += piece.length;
+    waiting_.push_back(std::move(pieces));
+    if (state_ == state::idle) {
+        connect_started_ns_ = loop_.now_ns();
+        retry_delay_ms_ = retry_delay_ms_first;
+        connect();
+    }
+}
+
+void upstream_link::connect() {
+    state_ = state::connecting;
+    uint64_t elapsed_ms = (loop_.now_ns() - connect_started_ns_) / 1'000'000u;
+    uint64_t budget_ms = config_.kafka.connection_timeout_ms > elapsed_ms ? config_.kafka.connection_timeout_ms - elapsed_ms : 1;
+    attempt_ = reactor::connect_attempt::start(loop_, target_.address, uint32_t(budget_ms), &upstream_link::on_connected, this);
+}
+
+void upstream_link::on_connected(void* context, int result) {
+    auto& link = *static_cast<upstream_link*>(context);
+    link.attempt_ = nullptr;
+    if (link.state_ != state::connecting) {
+        if (result >= 0) ::close(result);
+        return;
+    }
+    if (result < 0) {
+        link.schedule_retry(-result);
+        return;
+    }
+    link.state_ = state::connected;
+    link.socket_ = std::make_unique<reactor::stream_socket>(link.loop_, result, link);
+    link.socket_->start_receive();
+    if (link.receive_paused_) link.socket_->pause_receive();
+    for (auto& pieces : link.waiting_) link.socket_->send(pieces);
+    link.waiting_.clear();
+    link.waiting_bytes_ = 0;
+}
+
+void upstream_link::schedule_retry(int error) {
+    bump(metrics_.upstream_connect_failures);
+    uint64_t elapsed_ms = (loop_.now_ns() - connect_started_ns_) / 1'000'000u;
+    if (elapsed_ms + retry_delay_ms_ >= config_.kafka.connection_timeout_ms) {
+        fail("cannot connect to " + target_.description + " within kafka.connection_timeout_ms (" +
+             std::to_string(config_.kafka.connection_timeout_ms) + " ms): " + reactor::error_text(error));
+        return;
+    }
+    spdlog::debug("connect to {} failed ({}); retrying in {} ms", target_.description, reactor::error_text(error),
+                  retry_delay_ms_);
+    state_ = state::backoff;
+    retry_timer_.arm_after_ms(retry_delay_ms_, &upstream_link::on_retry_timer, this);
+    retry_delay_ms_ = std::min(retry_delay_ms_ * 2, retry_delay_ms_max);
+}
+
+void upstream_link::on_retry_timer(reactor::timer&, void* context) {
+    auto& link = *static_cast<upstream_link*>(context);
+    if (link.state_ == state::backoff) link.connect();
+}
+
+void upstream_link::on_data(reactor::byte_slice chunk) {
+    bump(metrics_.bytes_from_upstream, chunk.length);
+    bool under_pressure = loop_.buffers().available() < loop_.buffers().count() / 4;
+    auto status = assembler_.feed(std::move(chunk), under_pressure, [this](protocol::frame&& response) {
+        if (state_ != state::connected) return;
+        std::array<std::byte, 4> raw{};
+        if (response.copy_out(0, raw) < 4) {
+            fail(target_.description + " sent a response shorter than its header");
+            return;
+        }
+        int32_t correlation_id = protocol::load_int32_be(raw.data());
+        if (in_flight_.empty() || in_flight_.front().upstream_correlation_id != correlation_id) {
+            fail(target_.description + " answered correlation id " + std::to_string(correlation_id) +
+                 ", which is not the oldest request in flight");
+            return;
+        }
+        in_flight_request request = in_flight_.front();
+        in_flight_.pop_front();
+        session_.on_upstream_response(std::move(response), request);
+    });
+    if (status != protocol::frame_status::ok && state_ == state::connected)
+        fail(target_.description + " sent a response frame with an invalid size");
+}
+
+void upstream_link::on_end(int error) {
+    if (state_ != state::connected) return;
+    if (in_flight_.empty() && silent_reconnect_allowed_) {
+        // The broker closed an idle connection (connections.max.idle.ms): reconnect on demand.
+        spdlog::debug("{} closed an idle connection; will reconnect on the next request", target_.description);
+        state_ = state::retiring;
+        socket_->close();
+        return;
+    }
+    fail(target_.description + (error == 0 ? " closed the connection" : " connection failed: " + reactor::error_text(-error)) +
+         " with " + std::to_string(in_flight_.size()) + " request(s) in flight");
+}
+
+void upstream_link::fail(const std::string& reason) {
+    if (state_ == state::closing || state_ == state::closed) return;
+    bump(metrics_.upstream_failures);
+    close();
+    session_.on_upstream_failed(reason);
+}
+
+void upstream_link::close() {
+    if (state_ == state::closing || state_ == state::closed) return;
+    retry_timer_.cancel();
+    if (attempt_) {
+        attempt_->abandon();
+        attempt_ = nullptr;
+    }
+    waiting_.clear();
+    waiting_bytes_ = 0;
+    in_flight_.clear();
+    if (socket_) {
+        state_ = state::closing;
+        socket_->close();
+        return;
+    }
+    state_ = state::closed;
+    session_.on_upstream_closed();
+}
+
+void upstream_link::on_closed() {
+    if (state_ == state::retiring) {
+        // Freed after this callback returns: the socket is still on the stack.
+        reactor::stream_socket* finished = socket_.release();
+        state_ = state::idle;
+        struct deleter {
+            static void run(reactor::timer& self, void* context) {
+                delete static_cast<reactor::stream_socket*>(context);
+                delete &self;
+            }
+        };
+        auto* reaper = new reactor::timer(loop_);
+        reaper->arm_after_ms(0, &deleter::run, finished);
+        if (!waiting_.empty()) {
+            connect_started_ns_ = loop_.now_ns();
+            retry_delay_ms_ = retry_delay_ms_first;
+            connect();
+        }
+        return;
+    }
+    state_ = state::closed;
+    session_.on_upstream_closed();
+}
+
+void upstream_link::on_send_drained() { session_.on_upstream_drained(); }
+
+void upstream_link::pause_receive() {
+    receive_paused_ = true;
+    if (socket_ && state_ == state::connected) socket_->pause_receive();
+}
+
+void upstream_link::resume_receive() {
+    receive_paused_ = false;
+    if (socket_ && state_ == state::connected) socket_->resume_receive();
+}
+
+}  // namespace kpp

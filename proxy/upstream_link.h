@@ -1,0 +1,106 @@
+// The connection from one client session to its broker, owned by the same core. The proxy
+// numbers upstream correlation ids itself so that it can add requests of its own later;
+// responses are matched in order against what is in flight.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "protocol/frame.h"
+#include "protocol/header.h"
+#include "proxy/config.h"
+#include "proxy/metrics.h"
+#include "reactor/address.h"
+#include "reactor/connector.h"
+#include "reactor/event_loop.h"
+#include "reactor/stream_socket.h"
+
+namespace kpp {
+
+struct upstream_target {
+    int32_t node_id = -1;  // -1: a bootstrap server
+    reactor::socket_address address;
+    std::string description;  // for log lines: "broker 2 at 10.0.0.5:9092"
+};
+
+struct in_flight_request {
+    int32_t upstream_correlation_id = 0;
+    uint64_t sequence = 0;  // the client session's slot
+    int16_t api_key = 0;
+    int16_t api_version = 0;
+    uint64_t sent_ns = 0;
+};
+
+class upstream_link final : public reactor::stream_socket::events {
+public:
+    struct owner {
+        virtual void on_upstream_response(protocol::frame&& response, const in_flight_request& request) = 0;
+        virtual void on_upstream_failed(const std::string& reason) = 0;
+        virtual void on_upstream_closed() = 0;
+        virtual void on_upstream_drained() = 0;
+        virtual ~owner() = default;
+    };
+
+    upstream_link(reactor::event_loop& loop, owner& session, upstream_target target, const proxy_config& config,
+                  shard_metrics& metrics);
+    ~upstream_link() override;
+
+    // Forwards a request whose body is `request` (header included) with the proxy's own
+    // correlation id. `expects_response` is false for Produce with acks=0.
+    void send_request(const protocol::request_header& header, const protocol::frame& request, uint64_t sequence,
+                      bool expects_response);
+    // Final close: nothing more is sent; on_upstream_closed follows when the socket is gone.
+    void close();
+    void pause_receive();
+    void resume_receive();
+
+    // After the broker closed an idle connection, reconnecting silently is only safe when
+    // the connection carries no state (no SASL authentication).
+    void forbid_silent_reconnect() { silent_reconnect_allowed_ = false; }
+    size_t in_flight() const { return in_flight_.size(); }
+    uint64_t queued_bytes() const;
+    // Send time of the oldest request that must be answered within request_timeout_ms
+    // (JoinGroup and SyncGroup legitimately wait for a whole rebalance); 0 when none.
+    uint64_t oldest_timed_request_ns() const;
+    bool closed() const { return state_ == state::closed; }
+    const upstream_target& target() const { return target_; }
+
+private:
+    enum class state { idle, connecting, backoff, connected, retiring, closing, closed };
+
+    void on_data(reactor::byte_slice chunk) override;
+    void on_end(int error) override;
+    void on_closed() override;
+    void on_send_drained() override;
+
+    void connect();
+    void schedule_retry(int error);
+    void transmit(std::vector<reactor::byte_slice>&& pieces);
+    void fail(const std::string& reason);
+    static void on_connected(void* context, int result);
+    static void on_retry_timer(reactor::timer& self, void* context);
+
+    reactor::event_loop& loop_;
+    owner& session_;
+    upstream_target target_;
+    const proxy_config& config_;
+    shard_metrics& metrics_;
+    state state_ = state::idle;
+    std::unique_ptr<reactor::stream_socket> socket_;
+    reactor::connect_attempt* attempt_ = nullptr;
+    reactor::timer retry_timer_;
+    uint64_t connect_started_ns_ = 0;
+    uint32_t retry_delay_ms_ = 0;
+    protocol::frame_assembler assembler_;
+    std::deque<in_flight_request> in_flight_;
+    std::vector<std::vector<reactor::byte_slice>> waiting_;  // requests queued while connecting
+    uint64_t waiting_bytes_ = 0;
+    int32_t next_correlation_id_ = 1;
+    bool silent_reconnect_allowed_ = true;
+    bool receive_paused_ = false;
+};
+
+}  // namespace kpp
