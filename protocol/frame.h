@@ -70,8 +70,8 @@ frame_status frame_assembler::feed(byte_slice chunk, bool copy_partial, frame_ca
                                        (uint32_t(header_[2]) << 8) | uint32_t(header_[3]));
             // Checked before a single body byte is accepted.
             if (declared < 0) return frame_status::negative_size;
-            if (uint32_t(declared) > frame_bytes_max_) return frame_status::too_large;
             body_bytes_expected_ = uint32_t(declared);
+            if (body_bytes_expected_ > frame_bytes_max_) return frame_status::too_large;
             body_bytes_received_ = 0;
             current_ = frame{};
             current_.size_bytes = body_bytes_expected_;

@@ -80,6 +80,7 @@ TEST(frame_assembler, oversized_and_negative_sizes_are_refused_before_the_body) 
     std::string too_big(4, '\0');
     store_int32_be(reinterpret_cast<std::byte*>(too_big.data()), 1025);
     EXPECT_EQ(assembler.feed(chunk_of(too_big), false, [](frame&&) {}), frame_status::too_large);
+    EXPECT_EQ(assembler.declared_size(), 1025u);  // for the log line
     frame_assembler second(1024);
     EXPECT_EQ(second.feed(chunk_of(std::string("\xff\xff\xff\xff", 4)), false, [](frame&&) {}),
               frame_status::negative_size);
