@@ -1,0 +1,76 @@
+// Mapping registry: which (virtual, physical) partition counts apply to a topic.
+//
+// Lookup order, fixed by the design: a rule whose key is literally the topic name,
+// then regex rules in file order, then the global default. Names starting with "__"
+// (Kafka's internal topics and the proxy's offset store) are never mapped.
+//
+// Threading: lookups memoise results in a mutable cache without locking. Each reactor
+// thread owns its own registry instance, so never share one across threads.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+// GCC 12's libstdc++ <regex> trips -Wmaybe-uninitialized under -fsanitize at -O1+
+// (a false positive inside the library); keep sanitizer builds warning-clean.
+#pragma GCC diagnostic push
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <regex>
+#pragma GCC diagnostic pop
+
+#include "proxy/config.h"
+
+namespace kpp {
+
+struct topic_mapping {
+  int32_t virtual_partitions = 0, physical_partitions = 0;
+  enum class source { none, exact, regex, global_default } from = source::none;
+  bool remapped() const { return virtual_partitions > physical_partitions && physical_partitions > 0; }
+};
+
+bool is_internal_topic(std::string_view topic);
+
+class mapping_registry {
+ public:
+  // Bounds the memo of lookups; a client can name arbitrarily many topics.
+  static constexpr std::size_t cache_entries_max = 10000;
+
+  // Compiles the regex rules now so lookups never fail; throws config_error for a
+  // bad pattern (load_config_* has already rejected those).
+  explicit mapping_registry(const mapping_settings& settings);
+
+  topic_mapping lookup(std::string_view topic) const;
+
+  // Start-up summary, one line per default and rule, joined by '\n'.
+  std::string describe() const;
+
+ private:
+  struct rule {
+    std::string pattern;
+    bool is_regex = false;
+    std::regex compiled;  // only for is_regex
+    topic_mapping mapping;
+  };
+
+  // Lets the cache be probed with a string_view without building a std::string.
+  struct string_hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
+  };
+  using topic_map = std::unordered_map<std::string, topic_mapping, string_hash, std::equal_to<>>;
+
+  topic_mapping resolve(std::string_view topic) const;
+
+  std::vector<rule> rules_;       // file order, for regex precedence and describe()
+  topic_map literal_rules_;       // every rule key, regex or not, matched as a literal name
+  topic_mapping default_mapping_;
+  mutable topic_map cache_;
+};
+
+}  // namespace kpp
