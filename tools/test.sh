@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs the whole test suite: unit tests and the
+# end-to-end tests on a plain build, then everything again on an AddressSanitizer +
+# UndefinedBehaviorSanitizer build. Exits non-zero on any failure.
+set -euo pipefail
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+echo "==> installing what is missing (tools/setup.sh)"
+node_dir="$(bash tools/setup.sh)"
+export KPP_NODE_CACHE="$node_dir"
+
+passed=0
+failed=0
+run_suite() {
+  local build_dir="$1"
+  shift
+  echo "==> building $build_dir"
+  bash tools/build.sh "$build_dir" "$@"
+  echo "==> testing $build_dir"
+  local status=0
+  meson test -C "$build_dir" --print-errorlogs --num-processes 1 || status=$?
+  # Count from meson's machine-readable log so the summary line is exact.
+  read -r ok bad < <(/usr/bin/python3 - "$build_dir/meson-logs/testlog.json" <<'PY'
+import json, sys
+ok = bad = 0
+for line in open(sys.argv[1]):
+    result = json.loads(line).get("result")
+    if result in ("OK", "EXPECTEDFAIL", "SKIP"): ok += 1
+    else: bad += 1
+print(ok, bad)
+PY
+)
+  passed=$((passed + ok))
+  failed=$((failed + bad))
+  [[ $status -eq 0 ]] || failed=$((failed > 0 ? failed : 1))
+}
+
+run_suite build
+run_suite build-sanitize -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+
+echo "tests: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]
