@@ -58,6 +58,9 @@ public:
         uint64_t buffer_stalls = 0;  // -ENOBUFS: the provided ring was empty
     };
     const counters& stats() const { return stats_; }
+    // Zero-copy is worth it only toward a real NIC; see the constructor.
+    static bool peer_is_local(int fd);
+    void allow_zero_copy(bool allowed) { zero_copy_allowed_ = allowed; }
 
 private:
     struct segment {

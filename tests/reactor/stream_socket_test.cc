@@ -241,6 +241,8 @@ TEST(stream_socket, large_sends_use_zero_copy_over_tcp_and_arrive_intact) {
     recorder sender_events, receiver_events;
     stream_socket sender(loop, client.result, sender_events);
     stream_socket receiver(loop, accepted.fds[0], receiver_events);
+    EXPECT_TRUE(stream_socket::peer_is_local(client.result));
+    sender.allow_zero_copy(true);  // loopback turns it off by default; exercise the path anyway
     receiver.start_receive();
     std::string payload(1024 * 1024, '\0');
     std::iota(payload.begin(), payload.end(), 0);
