@@ -37,6 +37,17 @@ bool rewrite_endpoint(wire_reader& reader, splice_builder& splice, bool flexible
     return true;
 }
 
+// A reader positioned after the response header (correlation id, and tagged fields in v1).
+wire_reader reader_at_body(std::span<const std::byte> response, int16_t key, int16_t version) {
+    wire_reader reader(response);
+    auto body_offset = response_body_offset(response, key, version);
+    if (!body_offset)
+        reader.fail(wire_error::truncated);
+    else
+        reader.skip(*body_offset);
+    return reader;
+}
+
 rewrite_result failed(wire_error error) {
     rewrite_result result;
     result.error = error == wire_error::none ? wire_error::invalid_value : error;
@@ -48,10 +59,8 @@ rewrite_result failed(wire_error error) {
 rewrite_result rewrite_metadata_response(std::span<const std::byte> response, int16_t version,
                                          const endpoint_lookup& lookup) {
     bool flexible = version >= 9;
-    auto body_offset = response_body_offset(response, api_key::metadata, version);
-    if (!body_offset) return failed(wire_error::truncated);
-    wire_reader reader(response);
-    reader.skip(*body_offset);
+    wire_reader reader = reader_at_body(response, api_key::metadata, version);
+    if (!reader.ok()) return failed(reader.error());
     splice_builder splice(response);
     rewrite_result result;
     if (version >= 3) reader.read_int32();  // throttle_time_ms
@@ -87,10 +96,8 @@ rewrite_result rewrite_metadata_response(std::span<const std::byte> response, in
 rewrite_result rewrite_find_coordinator_response(std::span<const std::byte> response, int16_t version,
                                                  const endpoint_lookup& lookup) {
     bool flexible = version >= 3;
-    auto body_offset = response_body_offset(response, api_key::find_coordinator, version);
-    if (!body_offset) return failed(wire_error::truncated);
-    wire_reader reader(response);
-    reader.skip(*body_offset);
+    wire_reader reader = reader_at_body(response, api_key::find_coordinator, version);
+    if (!reader.ok()) return failed(reader.error());
     splice_builder splice(response);
     rewrite_result result;
     if (version >= 1) reader.read_int32();  // throttle_time_ms
@@ -121,10 +128,8 @@ rewrite_result rewrite_find_coordinator_response(std::span<const std::byte> resp
 
 rewrite_result rewrite_describe_cluster_response(std::span<const std::byte> response, int16_t version,
                                                  const endpoint_lookup& lookup) {
-    auto body_offset = response_body_offset(response, api_key::describe_cluster, version);
-    if (!body_offset) return failed(wire_error::truncated);
-    wire_reader reader(response);
-    reader.skip(*body_offset);
+    wire_reader reader = reader_at_body(response, api_key::describe_cluster, version);
+    if (!reader.ok()) return failed(reader.error());
     splice_builder splice(response);
     rewrite_result result;
     reader.read_int32();              // throttle_time_ms

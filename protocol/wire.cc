@@ -41,41 +41,35 @@ int64_t wire_reader::read_int64() {
     return static_cast<int64_t>((high << 32) | low);
 }
 
-uint32_t wire_reader::read_unsigned_varint() {
-    uint32_t value = 0;
-    for (int shift = 0, index = 0; index < 5; ++index, shift += 7) {
+template <typename unsigned_type>
+unsigned_type wire_reader::read_unsigned_varint_of() {
+    // 7 bits a byte: 5 bytes carry 32 bits, 10 carry 64; the last byte may use only the
+    // bits that are left, so an over-long or overflowing encoding is refused.
+    constexpr int value_bits = sizeof(unsigned_type) * 8;
+    constexpr int bytes_max = (value_bits + 6) / 7;
+    constexpr unsigned last_byte_mask = 0x7fu & ~((1u << (value_bits - 7 * (bytes_max - 1))) - 1u);
+    unsigned_type value = 0;
+    for (int index = 0; index < bytes_max; ++index) {
         if (!need(1)) return 0;
         uint8_t byte = static_cast<uint8_t>(data_[position_++]);
-        if (index == 4 && (byte & 0xf0) != 0) {
-            fail(wire_error::varint_too_long);
-            return 0;
-        }
-        value |= uint32_t(byte & 0x7f) << shift;
+        if (index == bytes_max - 1 && ((byte & last_byte_mask) != 0 || (byte & 0x80) != 0)) break;
+        value |= unsigned_type(byte & 0x7f) << (7 * index);
         if (!(byte & 0x80)) return value;
     }
     fail(wire_error::varint_too_long);
     return 0;
 }
 
+uint32_t wire_reader::read_unsigned_varint() { return read_unsigned_varint_of<uint32_t>(); }
+
 int32_t wire_reader::read_varint() {
-    uint32_t raw = read_unsigned_varint();
+    uint32_t raw = read_unsigned_varint_of<uint32_t>();
     return static_cast<int32_t>((raw >> 1) ^ (~(raw & 1) + 1));
 }
 
 int64_t wire_reader::read_varlong() {
-    uint64_t raw = 0;
-    for (int shift = 0, index = 0; index < 10; ++index, shift += 7) {
-        if (!need(1)) return 0;
-        uint8_t byte = static_cast<uint8_t>(data_[position_++]);
-        if (index == 9 && (byte & 0xfe) != 0) {
-            fail(wire_error::varint_too_long);
-            return 0;
-        }
-        raw |= uint64_t(byte & 0x7f) << shift;
-        if (!(byte & 0x80)) return static_cast<int64_t>((raw >> 1) ^ (~(raw & 1) + 1));
-    }
-    fail(wire_error::varint_too_long);
-    return 0;
+    uint64_t raw = read_unsigned_varint_of<uint64_t>();
+    return static_cast<int64_t>((raw >> 1) ^ (~(raw & 1) + 1));
 }
 
 void wire_reader::skip(size_t count) {

@@ -60,6 +60,8 @@ public:
     void skip_tagged_fields();
 
 private:
+    template <typename unsigned_type>
+    unsigned_type read_unsigned_varint_of();
     bool need(size_t count) {
         if (error_ != wire_error::none) return false;
         if (size_ - position_ < count) {

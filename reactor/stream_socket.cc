@@ -193,14 +193,18 @@ void stream_socket::on_send_completion(completion& self, int32_t result, uint32_
         return;
     }
     socket.consume_sent(static_cast<uint64_t>(result), nullptr);
-    if (socket.queue_.empty()) {
-        if (socket.close_when_flushed_) {
-            socket.close();
+    socket.continue_sending();
+}
+
+void stream_socket::continue_sending() {
+    if (queue_.empty()) {
+        if (close_when_flushed_) {
+            close();
             return;
         }
-        socket.handler_.on_send_drained();
+        handler_.on_send_drained();
     }
-    socket.flush();
+    flush();
 }
 
 void stream_socket::on_zero_copy_completion(completion& self, int32_t result, uint32_t flags) {
@@ -236,14 +240,7 @@ void stream_socket::on_zero_copy_completion(completion& self, int32_t result, ui
         socket.fail_and_close(result);
         return;
     }
-    if (socket.queue_.empty()) {
-        if (socket.close_when_flushed_) {
-            socket.close();
-            return;
-        }
-        socket.handler_.on_send_drained();
-    }
-    socket.flush();
+    socket.continue_sending();
 }
 
 void stream_socket::fail_and_close(int error) {

@@ -80,6 +80,7 @@ private:
 
     void arm_receive();
     void flush();
+    void continue_sending();  // after a send completed: drained, close or next send
     size_t gather(std::array<iovec, limits::send_iovecs_max>& iovecs, uint64_t& total_bytes) const;
     void consume_sent(uint64_t sent_bytes, std::deque<segment>* keep);
     void maybe_finish_close();

@@ -121,3 +121,23 @@ TEST(wire, tagged_fields_are_skipped_with_bounds) {
 
 }  // namespace
 }  // namespace kpp::protocol
+
+namespace kpp::protocol {
+namespace {
+
+TEST(wire, varlong_round_trips_extremes_and_accepts_ten_bytes) {
+    // INT64_MIN zig-zags to all ones: the longest legal encoding, ten bytes ending in 0x01.
+    std::vector<std::byte> longest(9, std::byte{0xff});
+    longest.push_back(std::byte{0x01});
+    wire_reader reader(longest);
+    EXPECT_EQ(reader.read_varlong(), INT64_MIN);
+    EXPECT_TRUE(reader.ok());
+    std::vector<std::byte> five_max{std::byte{0xff}, std::byte{0xff}, std::byte{0xff}, std::byte{0xff},
+                                    std::byte{0x0f}};
+    wire_reader second(five_max);
+    EXPECT_EQ(second.read_unsigned_varint(), UINT32_MAX);
+    EXPECT_TRUE(second.ok());
+}
+
+}  // namespace
+}  // namespace kpp::protocol

@@ -9,14 +9,7 @@
 #include <sstream>
 #include <string>
 
-// GCC 12's libstdc++ <regex> trips -Wmaybe-uninitialized under -fsanitize at -O1+
-// (a false positive inside the library); keep sanitizer builds warning-clean.
-#pragma GCC diagnostic push
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <regex>
-#pragma GCC diagnostic pop
+#include "remap/std_regex.h"
 
 namespace kpp {
 namespace {
