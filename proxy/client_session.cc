@@ -205,7 +205,7 @@ void client_session::check_timeouts(uint64_t now_ns) {
     uint64_t limit_ns = uint64_t(server_.config().kafka.request_timeout_ms) * 1'000'000u;
     if (oldest == 0 || now_ns - oldest < limit_ns) return;
     bump(server_.metrics().upstream_failures);
-    abort(upstream_.target().description + " did not answer within kafka.request_timeout_ms (" +
+    abort(upstream_.target().endpoint().description + " did not answer within kafka.request_timeout_ms (" +
           std::to_string(server_.config().kafka.request_timeout_ms) + " ms)");
 }
 

@@ -9,7 +9,12 @@
 namespace kpp {
 namespace {
 constexpr uint64_t sweep_interval_ms = 200;
+
+std::string describe_broker(const upstream_broker& broker) {
+    return "broker " + std::to_string(broker.node_id) + " at " + broker.advertised.host + ":" +
+           std::to_string(broker.advertised.port);
 }
+}  // namespace
 
 shard_server::shard_server(reactor::shard& shard, proxy_runtime& runtime)
     : shard_(shard), runtime_(runtime), metrics_(runtime.metrics->shard(shard.index())),
@@ -51,20 +56,29 @@ void shard_server::on_accept(void* context, int fd) {
 }
 
 bool shard_server::target_for(int32_t node_id, upstream_target& target) {
+    target.node_id = node_id;
     if (node_id < 0) {
+        // Round robin over the bootstrap servers, then every known broker as a fallback.
         const auto& servers = runtime_.bootstrap_addresses;
-        size_t index = next_bootstrap_++ % servers.size();
-        target.node_id = -1;
-        target.address = servers[index];
-        target.description = "bootstrap server " + runtime_.config.kafka.bootstrap_servers[index].to_string();
+        size_t first = next_bootstrap_++ % servers.size();
+        for (size_t offset = 0; offset < servers.size(); ++offset) {
+            size_t index = (first + offset) % servers.size();
+            target.endpoints.push_back(
+                {servers[index], "bootstrap server " + runtime_.config.kafka.bootstrap_servers[index].to_string()});
+        }
+        if (directory_) {
+            for (const auto& [id, broker] : directory_->brokers) {
+                bool listed = false;
+                for (const auto& endpoint : target.endpoints)
+                    listed |= endpoint.address.to_string() == broker.address.to_string();
+                if (!listed) target.endpoints.push_back({broker.address, describe_broker(broker)});
+            }
+        }
         return true;
     }
     const upstream_broker* broker = directory_ ? directory_->find(node_id) : nullptr;
     if (!broker) return false;
-    target.node_id = node_id;
-    target.address = broker->address;
-    target.description = "broker " + std::to_string(node_id) + " at " + broker->advertised.host + ":" +
-                         std::to_string(broker->advertised.port);
+    target.endpoints.push_back({broker->address, describe_broker(*broker)});
     return true;
 }
 

@@ -79,7 +79,7 @@ void upstream_link::connect() {
     state_ = state::connecting;
     uint64_t elapsed_ms = (loop_.now_ns() - connect_started_ns_) / 1'000'000u;
     uint64_t budget_ms = config_.kafka.connection_timeout_ms > elapsed_ms ? config_.kafka.connection_timeout_ms - elapsed_ms : 1;
-    attempt_ = reactor::connect_attempt::start(loop_, target_.address, uint32_t(budget_ms), &upstream_link::on_connected, this);
+    attempt_ = reactor::connect_attempt::start(loop_, target_.endpoint().address, uint32_t(budget_ms), &upstream_link::on_connected, this);
 }
 
 void upstream_link::on_connected(void* context, int result) {
@@ -94,6 +94,7 @@ void upstream_link::on_connected(void* context, int result) {
         return;
     }
     link.state_ = state::connected;
+    link.endpoints_tried_ = 0;
     link.socket_ = std::make_unique<reactor::stream_socket>(link.loop_, result, link);
     link.socket_->start_receive();
     if (link.receive_paused_) link.socket_->pause_receive();
@@ -104,15 +105,25 @@ void upstream_link::on_connected(void* context, int result) {
 
 void upstream_link::schedule_retry(int error) {
     bump(metrics_.upstream_connect_failures);
+    if (++endpoints_tried_ < target_.endpoints.size()) {
+        // Another server can answer this connection: try it at once.
+        spdlog::debug("connect to {} failed ({}); trying the next server", target_.endpoint().description,
+                      reactor::error_text(error));
+        target_.current = (target_.current + 1) % target_.endpoints.size();
+        connect();
+        return;
+    }
+    endpoints_tried_ = 0;
     uint64_t elapsed_ms = (loop_.now_ns() - connect_started_ns_) / 1'000'000u;
     if (elapsed_ms + retry_delay_ms_ >= config_.kafka.connection_timeout_ms) {
-        fail("cannot connect to " + target_.description + " within kafka.connection_timeout_ms (" +
+        fail("cannot connect to " + target_.endpoint().description + " within kafka.connection_timeout_ms (" +
              std::to_string(config_.kafka.connection_timeout_ms) + " ms): " + reactor::error_text(error));
         return;
     }
-    spdlog::debug("connect to {} failed ({}); retrying in {} ms", target_.description, reactor::error_text(error),
+    spdlog::debug("connect to {} failed ({}); retrying in {} ms", target_.endpoint().description, reactor::error_text(error),
                   retry_delay_ms_);
     state_ = state::backoff;
+    target_.current = (target_.current + 1) % target_.endpoints.size();
     retry_timer_.arm_after_ms(retry_delay_ms_, &upstream_link::on_retry_timer, this);
     retry_delay_ms_ = std::min(retry_delay_ms_ * 2, retry_delay_ms_max);
 }
@@ -129,12 +140,12 @@ void upstream_link::on_data(reactor::byte_slice chunk) {
         if (state_ != state::connected) return;
         std::array<std::byte, 4> raw{};
         if (response.copy_out(0, raw) < 4) {
-            fail(target_.description + " sent a response shorter than its header");
+            fail(target_.endpoint().description + " sent a response shorter than its header");
             return;
         }
         int32_t correlation_id = protocol::load_int32_be(raw.data());
         if (in_flight_.empty() || in_flight_.front().upstream_correlation_id != correlation_id) {
-            fail(target_.description + " answered correlation id " + std::to_string(correlation_id) +
+            fail(target_.endpoint().description + " answered correlation id " + std::to_string(correlation_id) +
                  ", which is not the oldest request in flight");
             return;
         }
@@ -143,19 +154,19 @@ void upstream_link::on_data(reactor::byte_slice chunk) {
         session_.on_upstream_response(std::move(response), request);
     });
     if (status != protocol::frame_status::ok && state_ == state::connected)
-        fail(target_.description + " sent a response frame with an invalid size");
+        fail(target_.endpoint().description + " sent a response frame with an invalid size");
 }
 
 void upstream_link::on_end(int error) {
     if (state_ != state::connected) return;
     if (in_flight_.empty() && silent_reconnect_allowed_) {
         // The broker closed an idle connection (connections.max.idle.ms): reconnect on demand.
-        spdlog::debug("{} closed an idle connection; will reconnect on the next request", target_.description);
+        spdlog::debug("{} closed an idle connection; will reconnect on the next request", target_.endpoint().description);
         state_ = state::retiring;
         socket_->close();
         return;
     }
-    fail(target_.description + (error == 0 ? " closed the connection" : " connection failed: " + reactor::error_text(-error)) +
+    fail(target_.endpoint().description + (error == 0 ? " closed the connection" : " connection failed: " + reactor::error_text(-error)) +
          " with " + std::to_string(in_flight_.size()) + " request(s) in flight");
 }
 

@@ -20,10 +20,19 @@
 
 namespace kpp {
 
-struct upstream_target {
-    int32_t node_id = -1;  // -1: a bootstrap server
+struct upstream_endpoint {
     reactor::socket_address address;
     std::string description;  // for log lines: "broker 2 at 10.0.0.5:9092"
+};
+
+struct upstream_target {
+    int32_t node_id = -1;  // -1: a bootstrap connection, which any broker can serve
+    // Tried in turn when a connect fails: one entry for a broker's port; for the bootstrap
+    // port every bootstrap server and known broker, so one broker down delays nobody.
+    std::vector<upstream_endpoint> endpoints;
+    size_t current = 0;
+
+    const upstream_endpoint& endpoint() const { return endpoints[current]; }
 };
 
 struct in_flight_request {
@@ -94,6 +103,7 @@ private:
     reactor::timer retry_timer_;
     uint64_t connect_started_ns_ = 0;
     uint32_t retry_delay_ms_ = 0;
+    size_t endpoints_tried_ = 0;  // in this round of connect attempts
     protocol::frame_assembler assembler_;
     std::deque<in_flight_request> in_flight_;
     std::vector<std::vector<reactor::byte_slice>> waiting_;  // requests queued while connecting
