@@ -1,0 +1,103 @@
+"""Fixtures of the end-to-end tests: upstream mock clusters and the proxy in front of them.
+
+Fixtures are session-scoped; meson runs each test file as its own pytest process, so every
+file gets fresh mocks and a fresh proxy. Topic and group names are unique per test.
+On a failure the proxy's and the mocks' log tails are attached to the report.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import kpp_testbed  # noqa: E402
+
+_logs_to_show: list[tuple[str, Path]] = []
+_proxies: list = []
+_failed = [False]
+
+
+@pytest.fixture(scope="session")
+def log_dir():
+    path = Path(tempfile.mkdtemp(prefix="kpp-e2e-"))
+    yield path
+    if _failed[0] or os.environ.get("KPP_E2E_KEEP_LOGS"):
+        print(f"\nkpp e2e: logs kept in {path}", file=sys.stderr)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _mock(kind: str, log_dir: Path):
+    cluster = kpp_testbed.MockCluster(kind, log_dir)
+    _logs_to_show.append((f"{kind} stderr", cluster.log_path))
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def mock202(log_dir):
+    cluster = _mock("mock202", log_dir)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def mock212(log_dir):
+    cluster = _mock("mock212", log_dir)
+    yield cluster
+    cluster.stop()
+
+
+def _endpoint(upstream, log_dir: Path, name: str):
+    if kpp_testbed.direct_mode():
+        yield kpp_testbed.Endpoint(upstream, None)
+        return
+    proxy = kpp_testbed.Proxy(upstream, log_dir, name)
+    _logs_to_show.append((f"{name} log", proxy.log_path))
+    _proxies.append((name, proxy))
+    try:
+        yield kpp_testbed.Endpoint(upstream, proxy)
+    finally:
+        exit_code = proxy.stop()
+        assert exit_code == 0, (
+            f"proxy did not exit 0 within {kpp_testbed.PROXY_SHUTDOWN_TIMEOUT_S} s of SIGTERM "
+            f"(rc={exit_code}); log:\n{proxy.log_tail()}")
+
+
+@pytest.fixture(scope="session")
+def proxy202(mock202, log_dir):
+    """The proxy in front of the librdkafka 2.0.2 mock (or the mock itself in direct mode)."""
+    yield from _endpoint(mock202, log_dir, "proxy202")
+
+
+@pytest.fixture(scope="session")
+def proxy212(mock212, log_dir):
+    """The proxy in front of the librdkafka 2.12 mock (or the mock itself in direct mode)."""
+    yield from _endpoint(mock212, log_dir, "proxy212")
+
+
+@pytest.fixture(params=["mock202", "mock212"])
+def endpoint(request):
+    """Parametrizes a test over both upstreams."""
+    return request.getfixturevalue("proxy202" if request.param == "mock202" else "proxy212")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        _failed[0] = True
+        for name, proxy in _proxies:
+            if proxy.exit_code is None and not proxy.alive():
+                report.sections.append((f"{name} status", (
+                    f"the proxy exited during the test with rc={proxy.process.returncode} "
+                    f"(negative: killed by that signal)")))
+        for title, path in _logs_to_show:
+            report.sections.append((f"{title} (tail) {path}", kpp_testbed.tail_of(path, 60)))

@@ -1,0 +1,257 @@
+#!/usr/bin/env node
+// Small Kafka clients for the end-to-end tests: node-rdkafka (librdkafka 2.12) and kafkajs.
+// Every output line is one JSON object; the last one has "type": "done".
+//
+// Usage: node kpp_client.js LIB OP --bootstrap HOST:PORT[,...] [options]
+//   LIB: rdkafka | kafkajs
+//   OP:  metadata [--topic T]
+//          -> {"type":"metadata","brokers":[{"id","host","port"}],"controller_id",
+//              "topics":[{"name","error","partitions":[{"id","leader","replicas","isrs"}]}]}
+//        produce --topic T --partitions N --count K [--prefix P]
+//          value "<P>-<partition>-<i>", key "k-<i>", i in 0..K-1, to each partition in order
+//          -> {"type":"delivery","partition","offset","value"} per record
+//        consume --topic T --partitions N --expect K [--group G]
+//          rdkafka: assigns partitions 0..N-1 from the beginning; kafkajs: subscribes as G
+//          -> {"type":"record","partition","offset","key","value"} per record
+//   --timeout-ms MS  overall deadline (default 30000); on expiry prints "done" with
+//                    "timed_out": true and exits 3.
+// Needs NODE_PATH=<node cache>/node_modules (tools/setup.sh --print-node-dir).
+'use strict';
+
+function parse_args(argv) {
+  if (argv.length < 2) fail('usage: kpp_client.js LIB OP --bootstrap B [options]');
+  const args = {lib: argv[0], op: argv[1], timeout_ms: 30000, prefix: 'v', partitions: 1,
+                count: 1, expect: 0, topic: '', group: '', bootstrap: ''};
+  for (let i = 2; i < argv.length; ++i) {
+    const key = argv[i].replace(/^--/, '').replace(/-/g, '_');
+    if (!(key in args) || i + 1 >= argv.length) fail(`bad argument ${argv[i]}`);
+    const value = argv[++i];
+    args[key] = typeof args[key] === 'number' ? Number(value) : value;
+  }
+  if (!args.bootstrap) fail('--bootstrap is required');
+  return args;
+}
+
+function fail(message) {
+  process.stderr.write(`kpp_client.js: ${message}\n`);
+  process.exit(2);
+}
+
+function emit(object) {
+  process.stdout.write(JSON.stringify(object) + '\n');
+}
+
+function text(buffer) {
+  return buffer === null || buffer === undefined ? null : buffer.toString();
+}
+
+function deadline_after(ms, on_expiry) {
+  const timer = setTimeout(on_expiry, ms);
+  timer.unref();
+  return timer;
+}
+
+// ---- node-rdkafka ----
+
+function rdkafka_metadata(Kafka, args, done) {
+  const client = new Kafka.Producer({'bootstrap.servers': args.bootstrap, 'log_level': 3});
+  const query = args.topic ? {topic: args.topic, allTopics: false} : {allTopics: true};
+  client.connect({...query, timeout: args.timeout_ms}, (error, md) => {
+    if (error) return done({error: String(error)});
+    emit({
+      type: 'metadata',
+      orig_broker_id: md.orig_broker_id,
+      orig_broker_name: md.orig_broker_name,
+      brokers: md.brokers.map((b) => ({id: b.id, host: b.host, port: b.port})),
+      topics: md.topics.map((t) => ({
+        name: t.name,
+        partitions: t.partitions.map((p) => ({id: p.id, leader: p.leader, replicas: p.replicas,
+                                              isrs: p.isrs})),
+      })),
+    });
+    client.disconnect(() => done({}));
+  });
+}
+
+function rdkafka_produce(Kafka, args, done) {
+  const producer = new Kafka.Producer({
+    'bootstrap.servers': args.bootstrap,
+    'dr_msg_cb': true,
+    'acks': 'all',
+    'linger.ms': 5,
+    'log_level': 3,
+  });
+  const total = args.partitions * args.count;
+  let delivered = 0;
+  const errors = [];
+  producer.on('delivery-report', (error, report) => {
+    if (error) errors.push(String(error));
+    else emit({type: 'delivery', partition: report.partition, offset: report.offset,
+               value: text(report.value)});
+    if (++delivered === total) producer.disconnect(() => done({delivered, errors}));
+  });
+  producer.on('event.error', (error) => emit({type: 'log', error: String(error)}));
+  producer.connect({timeout: args.timeout_ms}, (error) => {
+    if (error) return done({error: String(error)});
+    producer.setPollInterval(20);
+    for (let p = 0; p < args.partitions; ++p) {
+      for (let i = 0; i < args.count; ++i) {
+        producer.produce(args.topic, p, Buffer.from(`${args.prefix}-${p}-${i}`),
+                         Buffer.from(`k-${i}`));
+      }
+    }
+    if (total === 0) producer.disconnect(() => done({delivered, errors}));
+  });
+}
+
+function rdkafka_consume(Kafka, args, done) {
+  const consumer = new Kafka.KafkaConsumer({
+    'bootstrap.servers': args.bootstrap,
+    'group.id': args.group || `kpp-node-${process.pid}-${Date.now()}`,
+    'enable.auto.commit': false,
+    'log_level': 3,
+  }, {'auto.offset.reset': 'earliest'});
+  let received = 0;
+  let finished = false;
+  const finish = (extra) => {
+    if (finished) return;
+    finished = true;
+    consumer.disconnect(() => done({received, ...extra}));
+  };
+  consumer.on('event.error', (error) => emit({type: 'log', error: String(error)}));
+  consumer.connect({timeout: args.timeout_ms}, (error) => {
+    if (error) return done({error: String(error)});
+    const assignment = [];
+    for (let p = 0; p < args.partitions; ++p) {
+      assignment.push({topic: args.topic, partition: p, offset: Kafka.Topic.OFFSET_BEGINNING});
+    }
+    consumer.assign(assignment);
+    const loop = () => {
+      if (finished) return;
+      consumer.consume(500, (consume_error, messages) => {
+        if (consume_error) emit({type: 'log', error: String(consume_error)});
+        for (const m of messages || []) {
+          emit({type: 'record', partition: m.partition, offset: m.offset, key: text(m.key),
+                value: text(m.value)});
+          ++received;
+        }
+        if (received >= args.expect) finish({});
+        else setImmediate(loop);
+      });
+    };
+    loop();
+  });
+}
+
+// ---- kafkajs ----
+
+function kafkajs_client(args) {
+  const {Kafka, logLevel} = require('kafkajs');
+  return new Kafka({
+    clientId: 'kpp-e2e',
+    brokers: args.bootstrap.split(','),
+    logLevel: logLevel.ERROR,
+    connectionTimeout: 5000,
+    requestTimeout: 10000,
+    retry: {retries: 8, initialRetryTime: 200},
+  });
+}
+
+async function kafkajs_metadata(args) {
+  const admin = kafkajs_client(args).admin();
+  await admin.connect();
+  try {
+    const cluster = await admin.describeCluster();
+    const topics = args.topic ? (await admin.fetchTopicMetadata({topics: [args.topic]})).topics
+                              : [];
+    emit({
+      type: 'metadata',
+      controller_id: cluster.controller,
+      brokers: cluster.brokers.map((b) => ({id: b.nodeId, host: b.host, port: b.port})),
+      topics: topics.map((t) => ({
+        name: t.name,
+        partitions: t.partitions.map((p) => ({id: p.partitionId, leader: p.leader,
+                                              replicas: p.replicas, isrs: p.isr})),
+      })),
+    });
+  } finally {
+    await admin.disconnect();
+  }
+  return {};
+}
+
+async function kafkajs_produce(args) {
+  const producer = kafkajs_client(args).producer({allowAutoTopicCreation: true});
+  await producer.connect();
+  let delivered = 0;
+  try {
+    for (let p = 0; p < args.partitions; ++p) {
+      const messages = [];
+      for (let i = 0; i < args.count; ++i) {
+        messages.push({partition: p, key: `k-${i}`, value: `${args.prefix}-${p}-${i}`});
+      }
+      const result = await producer.send({topic: args.topic, acks: -1, messages});
+      const base = Number(result.find((r) => r.partition === p).baseOffset);
+      messages.forEach((m, i) => emit({type: 'delivery', partition: p, offset: base + i,
+                                       value: m.value}));
+      delivered += messages.length;
+    }
+  } finally {
+    await producer.disconnect();
+  }
+  return {delivered, errors: []};
+}
+
+async function kafkajs_consume(args) {
+  const consumer = kafkajs_client(args).consumer({
+    groupId: args.group || `kpp-kafkajs-${process.pid}-${Date.now()}`,
+    sessionTimeout: 10000,
+    heartbeatInterval: 1000,
+  });
+  await consumer.connect();
+  let received = 0;
+  let resolve_done;
+  const all_received = new Promise((resolve) => { resolve_done = resolve; });
+  await consumer.subscribe({topic: args.topic, fromBeginning: true});
+  await consumer.run({
+    autoCommit: true,
+    eachMessage: async ({partition, message}) => {
+      emit({type: 'record', partition, offset: Number(message.offset), key: text(message.key),
+            value: text(message.value)});
+      if (++received >= args.expect) resolve_done();
+    },
+  });
+  if (args.expect <= 0) resolve_done();
+  await all_received;
+  await consumer.disconnect();
+  return {received};
+}
+
+function main() {
+  const args = parse_args(process.argv.slice(2));
+  let finished = false;
+  const done = (extra) => {
+    if (finished) return;
+    finished = true;
+    emit({type: 'done', ...extra});
+    process.exit(extra.error ? 1 : 0);
+  };
+  deadline_after(args.timeout_ms, () => {
+    emit({type: 'done', timed_out: true});
+    process.exit(3);
+  });
+  if (args.lib === 'rdkafka') {
+    const Kafka = require('node-rdkafka');
+    const ops = {metadata: rdkafka_metadata, produce: rdkafka_produce, consume: rdkafka_consume};
+    if (!ops[args.op]) fail(`unknown op ${args.op}`);
+    ops[args.op](Kafka, args, done);
+  } else if (args.lib === 'kafkajs') {
+    const ops = {metadata: kafkajs_metadata, produce: kafkajs_produce, consume: kafkajs_consume};
+    if (!ops[args.op]) fail(`unknown op ${args.op}`);
+    ops[args.op](args).then(done, (error) => done({error: String(error && error.stack || error)}));
+  } else {
+    fail(`unknown LIB ${args.lib}`);
+  }
+}
+
+main();
