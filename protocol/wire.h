@@ -49,6 +49,13 @@ public:
     int32_t read_varint();            // zig-zag, at most 5 bytes
     int64_t read_varlong();           // zig-zag, at most 10 bytes
     void skip(size_t count);
+    // Copies `count` bytes at the current position into `out` (appending) and advances;
+    // the same call exists on segmented_reader so generated walkers serve both.
+    void read_into(size_t count, std::string& out) {
+        if (!need(count)) return;
+        out.append(reinterpret_cast<const char*>(data_ + position_), count);
+        position_ += count;
+    }
 
     // Strings and byte fields return the byte range they occupy; nullopt for null.
     std::optional<std::string_view> read_string(bool flexible, bool nullable);
