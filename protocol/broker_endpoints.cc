@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "protocol/header.h"
+#include "protocol/kpp_messages.h"
 #include "protocol/splice.h"
 
 namespace kpp::protocol {
@@ -20,32 +21,53 @@ std::array<std::byte, 4> encode_int32(int32_t value) {
     return raw;
 }
 
-// Reads one (node id, host, port) triple and schedules the replacement of host and port.
-bool rewrite_endpoint(wire_reader& reader, splice_builder& splice, bool flexible, int32_t node_id,
-                      const endpoint_lookup& lookup, endpoint& upstream_out) {
-    size_t host_offset = reader.position();
-    auto host = reader.read_string(flexible, false);
-    size_t host_end = reader.position();
-    size_t port_offset = reader.position();
-    int32_t port = reader.read_int32();
-    if (!reader.ok()) return false;
-    upstream_out = endpoint{std::string(host.value_or("")), port};
-    if (node_id < 0) return true;  // "no coordinator" answers carry no endpoint to rewrite
-    endpoint advertised = lookup(node_id);
-    splice.replace(host_offset, host_end - host_offset, encode_host(advertised.host, flexible));
-    splice.replace(port_offset, 4, encode_int32(advertised.port));
-    return true;
-}
+// Collects, in wire order, the endpoint triples (node id, host, port) and the controller id
+// that the generated walker reports.
+struct endpoint_visitor final : messages::walk_visitor {
+    struct entry {
+        int32_t node_id = -1;
+        size_t host_offset = 0;
+        size_t host_bytes = 0;
+        std::string host;
+        size_t port_offset = 0;
+        int32_t port = 0;
+    };
+    std::vector<entry> entries;
+    entry current;
+    std::optional<size_t> controller_offset;
+    int32_t controller_id = -1;
+    int8_t endpoint_type = 1;  // DescribeCluster: 1 brokers, 2 controllers
 
-// A reader positioned after the response header (correlation id, and tagged fields in v1).
-wire_reader reader_at_body(std::span<const std::byte> response, int16_t key, int16_t version) {
-    wire_reader reader(response);
-    auto body_offset = response_body_offset(response, key, version);
-    if (!body_offset)
-        reader.fail(wire_error::truncated);
-    else
-        reader.skip(*body_offset);
-    return reader;
+    void on_field(const messages::field_event& event) override {
+        switch (event.role) {
+            case messages::field_role::node_id: current.node_id = int32_t(event.value); break;
+            case messages::field_role::host:
+                current.host_offset = event.offset;
+                current.host_bytes = event.size_bytes;
+                current.host = event.text;
+                break;
+            case messages::field_role::port:
+                // The port closes a triple in every message that carries endpoints.
+                current.port_offset = event.offset;
+                current.port = int32_t(event.value);
+                entries.push_back(std::move(current));
+                current = entry{};
+                break;
+            case messages::field_role::controller_id:
+                controller_offset = event.offset;
+                controller_id = int32_t(event.value);
+                break;
+            case messages::field_role::endpoint_type: endpoint_type = int8_t(event.value); break;
+            default: break;
+        }
+    }
+};
+
+const messages::message_info* response_walker(int16_t api_key, int16_t version) {
+    for (const messages::message_info& info : messages::all_messages())
+        if (!info.is_request && info.api_key == api_key && version >= info.min_version && version <= info.max_version)
+            return &info;
+    return nullptr;
 }
 
 rewrite_result failed(wire_error error) {
@@ -54,120 +76,69 @@ rewrite_result failed(wire_error error) {
     return result;
 }
 
+// Replaces every broker endpoint with the proxy's and, where the controller named is not
+// among the brokers listed, names a listed one (clients looking it up would fail).
+rewrite_result rewrite_endpoints(std::span<const std::byte> response, int16_t api_key, int16_t version,
+                                 const endpoint_lookup& lookup) {
+    const messages::message_info* walker = response_walker(api_key, version);
+    if (!walker) return failed(wire_error::invalid_value);
+    bool flexible = walker->first_flexible_version >= 0 && version >= walker->first_flexible_version;
+    auto body_offset = response_body_offset(response, api_key, version);
+    if (!body_offset) return failed(wire_error::truncated);
+    wire_reader reader(response);
+    reader.skip(*body_offset);
+    endpoint_visitor found;
+    if (wire_error error = walker->walk_contiguous(reader, version, found); error != wire_error::none)
+        return failed(error);
+    rewrite_result result;
+    result.controller_id = found.controller_id;
+    bool rewrite = found.endpoint_type == 1;  // controller endpoints are not served by the proxy
+    // Replacements are applied in wire order (the controller id precedes the brokers in
+    // DescribeCluster and follows them in Metadata).
+    struct replacement {
+        size_t offset;
+        size_t length;
+        std::vector<std::byte> bytes;
+    };
+    std::vector<replacement> replacements;
+    auto int32_bytes = [](int32_t value) {
+        auto raw = encode_int32(value);
+        return std::vector<std::byte>(raw.begin(), raw.end());
+    };
+    bool controller_listed = std::any_of(found.entries.begin(), found.entries.end(),
+                                         [&](const auto& entry) { return entry.node_id == found.controller_id; });
+    if (found.controller_offset && rewrite && !controller_listed && !found.entries.empty())
+        replacements.push_back({*found.controller_offset, 4, int32_bytes(found.entries.front().node_id)});
+    for (const endpoint_visitor::entry& entry : found.entries) {
+        result.upstream.push_back(broker_entry{entry.node_id, endpoint{entry.host, entry.port}, std::nullopt});
+        if (!rewrite || entry.node_id < 0) continue;  // "no coordinator" answers carry no endpoint
+        endpoint advertised = lookup(entry.node_id);
+        replacements.push_back({entry.host_offset, entry.host_bytes, encode_host(advertised.host, flexible)});
+        replacements.push_back({entry.port_offset, 4, int32_bytes(advertised.port)});
+    }
+    std::sort(replacements.begin(), replacements.end(),
+              [](const replacement& a, const replacement& b) { return a.offset < b.offset; });
+    splice_builder splice(response);
+    for (const replacement& change : replacements) splice.replace(change.offset, change.length, change.bytes);
+    result.message = splice.finish();
+    return result;
+}
+
 }  // namespace
 
 rewrite_result rewrite_metadata_response(std::span<const std::byte> response, int16_t version,
                                          const endpoint_lookup& lookup) {
-    bool flexible = version >= 9;
-    wire_reader reader = reader_at_body(response, api_key::metadata, version);
-    if (!reader.ok()) return failed(reader.error());
-    splice_builder splice(response);
-    rewrite_result result;
-    if (version >= 3) reader.read_int32();  // throttle_time_ms
-    int32_t broker_count = reader.read_array_length(flexible, false, 10);
-    for (int32_t index = 0; index < broker_count && reader.ok(); ++index) {
-        broker_entry broker;
-        broker.node_id = reader.read_int32();
-        if (!rewrite_endpoint(reader, splice, flexible, broker.node_id, lookup, broker.address)) break;
-        if (version >= 1) {
-            auto rack = reader.read_string(flexible, true);
-            if (rack) broker.rack = std::string(*rack);
-        }
-        if (flexible) reader.skip_tagged_fields();
-        result.upstream.push_back(std::move(broker));
-    }
-    if (version >= 2) reader.read_string(flexible, true);  // cluster_id
-    if (version >= 1) {
-        size_t controller_offset = reader.position();
-        result.controller_id = reader.read_int32();
-        if (!reader.ok()) return failed(reader.error());
-        // Some brokers (and the mock cluster) name a controller that is not in the list;
-        // clients that then look it up fail, so name a broker that exists.
-        bool listed = std::any_of(result.upstream.begin(), result.upstream.end(),
-                                  [&](const broker_entry& b) { return b.node_id == result.controller_id; });
-        if (!listed && !result.upstream.empty())
-            splice.replace(controller_offset, 4, encode_int32(result.upstream.front().node_id));
-    }
-    if (!reader.ok()) return failed(reader.error());
-    result.message = splice.finish();
-    return result;
+    return rewrite_endpoints(response, api_key::metadata, version, lookup);
 }
 
 rewrite_result rewrite_find_coordinator_response(std::span<const std::byte> response, int16_t version,
                                                  const endpoint_lookup& lookup) {
-    bool flexible = version >= 3;
-    wire_reader reader = reader_at_body(response, api_key::find_coordinator, version);
-    if (!reader.ok()) return failed(reader.error());
-    splice_builder splice(response);
-    rewrite_result result;
-    if (version >= 1) reader.read_int32();  // throttle_time_ms
-    if (version <= 3) {
-        reader.read_int16();                                  // error_code
-        if (version >= 1) reader.read_string(flexible, true); // error_message
-        broker_entry coordinator;
-        coordinator.node_id = reader.read_int32();
-        if (rewrite_endpoint(reader, splice, flexible, coordinator.node_id, lookup, coordinator.address))
-            result.upstream.push_back(coordinator);
-    } else {
-        int32_t count = reader.read_array_length(true, false, 12);
-        for (int32_t index = 0; index < count && reader.ok(); ++index) {
-            reader.read_string(true, false);  // key
-            broker_entry coordinator;
-            coordinator.node_id = reader.read_int32();
-            if (!rewrite_endpoint(reader, splice, true, coordinator.node_id, lookup, coordinator.address)) break;
-            reader.read_int16();              // error_code
-            reader.read_string(true, true);   // error_message
-            reader.skip_tagged_fields();
-            result.upstream.push_back(coordinator);
-        }
-    }
-    if (!reader.ok()) return failed(reader.error());
-    result.message = splice.finish();
-    return result;
+    return rewrite_endpoints(response, api_key::find_coordinator, version, lookup);
 }
 
 rewrite_result rewrite_describe_cluster_response(std::span<const std::byte> response, int16_t version,
                                                  const endpoint_lookup& lookup) {
-    wire_reader reader = reader_at_body(response, api_key::describe_cluster, version);
-    if (!reader.ok()) return failed(reader.error());
-    splice_builder splice(response);
-    rewrite_result result;
-    reader.read_int32();              // throttle_time_ms
-    reader.read_int16();              // error_code
-    reader.read_string(true, true);   // error_message
-    int8_t endpoint_type = version >= 1 ? reader.read_int8() : 1;
-    reader.read_string(true, false);  // cluster_id
-    size_t controller_offset = reader.position();
-    result.controller_id = reader.read_int32();
-    int32_t count = reader.read_array_length(true, false, 10);
-    for (int32_t index = 0; index < count && reader.ok(); ++index) {
-        broker_entry broker;
-        broker.node_id = reader.read_int32();
-        // Controller endpoints (type 2) are not reachable through the proxy; list them as-is.
-        endpoint_lookup keep = [&](int32_t) { return broker.address; };
-        if (!rewrite_endpoint(reader, splice, true, broker.node_id, endpoint_type == 1 ? lookup : keep,
-                              broker.address))
-            break;
-        auto rack = reader.read_string(true, true);
-        if (rack) broker.rack = std::string(*rack);
-        if (version >= 2) reader.read_int8();  // is_fenced
-        reader.skip_tagged_fields();
-        result.upstream.push_back(std::move(broker));
-    }
-    if (!reader.ok()) return failed(reader.error());
-    bool listed = std::any_of(result.upstream.begin(), result.upstream.end(),
-                              [&](const broker_entry& b) { return b.node_id == result.controller_id; });
-    if (!listed && !result.upstream.empty() && endpoint_type == 1) {
-        // Offsets must be replaced in order: the controller id precedes the brokers.
-        splice_builder ordered(response);
-        ordered.replace(controller_offset, 4, encode_int32(result.upstream.front().node_id));
-        std::vector<std::byte> with_controller = ordered.finish();
-        auto rewritten = rewrite_describe_cluster_response(with_controller, version, lookup);
-        rewritten.controller_id = result.controller_id;
-        return rewritten;
-    }
-    result.message = splice.finish();
-    return result;
+    return rewrite_endpoints(response, api_key::describe_cluster, version, lookup);
 }
 
 api_versions_result rewrite_api_versions_response(std::span<const std::byte> response, int16_t version,
