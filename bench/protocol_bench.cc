@@ -6,6 +6,8 @@
 
 #include "protocol/broker_endpoints.h"
 #include "protocol/frame.h"
+#include "protocol/kpp_messages.h"
+#include "protocol/segmented_reader.h"
 #include "protocol/wire.h"
 
 namespace {
@@ -57,6 +59,58 @@ void metadata_rewrite(benchmark::State& state) {
     }
 }
 BENCHMARK(metadata_rewrite);
+
+// A Fetch response as a broker sends it: 100 partitions of one topic, each with a 1 KiB
+// record set. The walker visits every field with a role and skips record bytes.
+std::vector<std::byte> fetch_response_of_100_partitions(int16_t version) {
+    messages::fetch_response response;
+    auto& topic = response.responses.emplace_back();
+    topic.topic = "orders";
+    for (int32_t partition = 0; partition < 100; ++partition) {
+        auto& entry = topic.partitions.emplace_back();
+        entry.partition_index = partition;
+        entry.high_watermark = 1000 + partition;
+        entry.last_stable_offset = entry.high_watermark;
+        entry.aborted_transactions.emplace();
+        entry.preferred_read_replica = -1;
+        entry.records.emplace(1024, std::byte{0x42});
+    }
+    wire_writer writer;
+    messages::encode(response, version, writer);
+    return std::move(writer.bytes());
+}
+
+struct counting_visitor : messages::walk_visitor {
+    size_t fields = 0;
+    void on_field(const messages::field_event&) override { ++fields; }
+};
+
+void fetch_response_walk(benchmark::State& state) {
+    int16_t version = int16_t(state.range(0));
+    auto response = fetch_response_of_100_partitions(version);
+    counting_visitor visitor;
+    for (auto _ : state) {
+        wire_reader reader(response);
+        benchmark::DoNotOptimize(messages::walk_fetch_response(reader, version, visitor));
+    }
+    state.counters["fields_per_walk"] = double(visitor.fields) / double(state.iterations());
+    state.SetLabel("100 partitions, " + std::to_string(response.size()) + " bytes");
+}
+BENCHMARK(fetch_response_walk)->Arg(11)->Arg(16);
+
+void fetch_response_walk_in_buffers(benchmark::State& state) {
+    // The same response as it lies in 32 KiB receive buffers.
+    auto response = fetch_response_of_100_partitions(16);
+    std::vector<std::span<const std::byte>> pieces;
+    for (size_t offset = 0; offset < response.size(); offset += 32768)
+        pieces.push_back(std::span<const std::byte>(response).subspan(offset, std::min<size_t>(32768, response.size() - offset)));
+    counting_visitor visitor;
+    for (auto _ : state) {
+        segmented_reader reader(pieces);
+        benchmark::DoNotOptimize(messages::walk_fetch_response(reader, 16, visitor));
+    }
+}
+BENCHMARK(fetch_response_walk_in_buffers);
 
 }  // namespace
 

@@ -12,16 +12,8 @@ export KPP_NODE_CACHE="$node_dir"
 
 passed=0
 failed=0
-run_suite() {
-  local build_dir="$1"
-  shift
-  echo "==> building $build_dir"
-  bash tools/build.sh "$build_dir" "$@"
-  echo "==> testing $build_dir"
-  local status=0
-  meson test -C "$build_dir" --print-errorlogs --num-processes 1 || status=$?
-  # Count from meson's machine-readable log so the summary line is exact.
-  read -r ok bad < <(/usr/bin/python3 - "$build_dir/meson-logs/testlog.json" <<'PY'
+count_results() {
+  read -r ok bad < <(/usr/bin/python3 - "$1/meson-logs/testlog.json" <<'PY'
 import json, sys
 ok = bad = 0
 for line in open(sys.argv[1]):
@@ -33,11 +25,37 @@ PY
 )
   passed=$((passed + ok))
   failed=$((failed + bad))
+}
+
+run_suite() {
+  local build_dir="$1"
+  shift
+  echo "==> building $build_dir"
+  bash tools/build.sh "$build_dir" "$@"
+  echo "==> testing $build_dir"
+  local status=0
+  meson test -C "$build_dir" --print-errorlogs --num-processes 1 || status=$?
+  count_results "$build_dir"
   [[ $status -eq 0 ]] || failed=$((failed > 0 ? failed : 1))
 }
 
 run_suite build
 run_suite build-sanitize -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+
+# libFuzzer: the fuzz targets built with clang and run for a bounded time each.
+echo "==> building build-fuzz (clang, libFuzzer)"
+if [[ ! -f build-fuzz/build.ninja ]]; then
+  CC=clang CXX=clang++ meson setup build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined \
+    -Db_lundef=false -De2e=false -Dtests=disabled -Dbenchmarks=disabled >/dev/null
+fi
+fuzz_targets=$(meson introspect build-fuzz --tests | /usr/bin/python3 -c \
+  'import json,sys; print(" ".join(sorted({t["name"] for t in json.load(sys.stdin) if any(s.endswith("fuzz") for s in t["suite"])})))')
+ninja -C build-fuzz $(for target in $fuzz_targets; do printf 'protocol/%s ' "$target"; done) >/dev/null
+echo "==> fuzzing ($fuzz_targets)"
+status=0
+meson test -C build-fuzz --suite fuzz --no-rebuild --print-errorlogs --num-processes 1 || status=$?
+count_results build-fuzz
+[[ $status -eq 0 ]] || failed=$((failed > 0 ? failed : 1))
 
 echo "tests: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]
