@@ -91,7 +91,9 @@ public:
     int32_t base_sequence() const;
     int32_t records_count() const;
 
-    int64_t last_offset() const { return base_offset() + last_offset_delta(); }
+    // Wrapping, not undefined, when a hostile batch puts base_offset near INT64_MAX (found by
+    // fuzzing); a real log never gets there.
+    int64_t last_offset() const { return int64_t(uint64_t(base_offset()) + uint64_t(int64_t(last_offset_delta()))); }
     codec compression() const { return codec(uint16_t(attributes()) & batch_layout::codec_mask); }
     bool is_transactional() const { return uint16_t(attributes()) & batch_layout::transactional_bit; }
     bool is_control() const { return uint16_t(attributes()) & batch_layout::control_bit; }

@@ -29,8 +29,10 @@ namespace {
 // referenced. Adjacent pieces of the same block merge, so a record costs about four iovecs.
 class slice_sink {
 public:
-    slice_sink(const byte_slice& input, shared_bytes arena, uint32_t reference_bytes_min)
-        : input_(input), arena_(std::move(arena)), reference_bytes_min_(reference_bytes_min) {}
+    slice_sink(const byte_slice& input, shared_bytes arena, uint32_t reference_bytes_min, size_t pieces_expected)
+        : input_(input), arena_(std::move(arena)), reference_bytes_min_(reference_bytes_min) {
+        pieces_.reserve(pieces_expected);
+    }
 
     // New bytes; returns where they went so the batch header can be patched later.
     std::byte* fresh(std::span<const std::byte> bytes) {
@@ -100,6 +102,10 @@ struct existing_tags {
 
 existing_tags find_existing_tags(const record_view& record, std::string_view tag_key) {
     existing_tags found;
+    // Almost no record carries the key already: a byte search rules it out without parsing.
+    std::span<const std::byte> headers = record.headers();
+    std::string_view header_text(reinterpret_cast<const char*>(headers.data()), headers.size());
+    if (header_text.find(tag_key) == std::string_view::npos) return found;
     header_reader reader(record);
     record_header_view header;
     while (reader.next(header))
@@ -197,7 +203,8 @@ tag_rewrite_result rewrite_uncompressed(const byte_slice& batch, const tag_bytes
     size_t records_count = size_t(view.records_count());  // validated: at most section / 7
     size_t arena_bytes = batch_layout::header_bytes + records_count * (2 * varint_bytes_max + tag.size);
     if (options.reference_bytes_min > 0) arena_bytes += view.records_section().size();
-    slice_sink sink(batch, shared_bytes::allocate(arena_bytes), options.reference_bytes_min);
+    // Per record: new length, body, new count, headers (the tag merges with the next length).
+    slice_sink sink(batch, shared_bytes::allocate(arena_bytes), options.reference_bytes_min, 4 * records_count + 2);
     std::byte* header = sink.fresh(batch.span().first(batch_layout::header_bytes));
     batch_error error = emit_tagged_records(view.records_section(), batch_layout::records_at, view.records_count(),
                                             options.tag_key, tag, sink);

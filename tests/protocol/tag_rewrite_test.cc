@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -413,6 +414,29 @@ TEST(classify, corrupt_compressed_records_are_an_error) {
     for (size_t at = 61; at < broken.size(); ++at) broken[at] = std::byte(0xff);
     EXPECT_EQ(classify_batch(broken).error, batch_error::decompress_failed);
     EXPECT_EQ(classify_batch(std::span(built.bytes).first(30)).error, batch_error::truncated);
+}
+
+TEST(tag_rewrite, mutated_batches_never_crash) {
+    record_texts texts;
+    auto records = assorted_records(texts, 12);
+    std::mt19937 generator(99);
+    tag_rewrite_options lenient;
+    lenient.verify_input_crc = false;
+    lenient.records_bytes_max = 1 << 20;
+    for (codec kind : {codec::none, codec::gzip, codec::snappy, codec::lz4, codec::zstd}) {
+        built_batch built = build_record_batch(idempotent_fields(kind), records);
+        for (int round = 0; round < 400; ++round) {
+            auto mutated = built.bytes;
+            for (int flips = 1 + int(generator() % 3); flips > 0; --flips)
+                mutated[21 + generator() % (mutated.size() - 21)] = std::byte(generator() & 0xff);
+            tag_rewrite_result result = rewrite_batch_tag(as_slice(mutated), 2, lenient);
+            // A control batch passes unchanged, its (unverified) CRC included.
+            if (result.ok() && !record_batch_view(mutated).is_control()) {
+                EXPECT_EQ(validate_batch(flatten(result)), batch_error::none);
+            }
+            classify_batch(mutated, default_tag_key, 1 << 20);
+        }
+    }
 }
 
 }  // namespace
