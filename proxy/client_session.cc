@@ -5,6 +5,7 @@
 #include <array>
 
 #include "protocol/api.h"
+#include "protocol/conformance.h"
 #include "protocol/header.h"
 #include "protocol/wire.h"
 #include "proxy/handlers.h"
@@ -57,6 +58,10 @@ void client_session::handle_request(protocol::frame&& request) {
         return;
     }
     server_.metrics().count_request(header->api_key);
+    if (server_.verify_protocol()) {
+        if (auto problem = protocol::check_request(request.contiguous().span()))
+            report_conformance("request from", *problem);
+    }
     if (header->api_key == protocol::api_key::sasl_handshake || header->api_key == 36 /* SaslAuthenticate */)
         upstream_.forbid_silent_reconnect();
     bool expects_response = header->api_key != protocol::api_key::produce || produce_expects_response(request);
@@ -95,6 +100,13 @@ bool client_session::produce_expects_response(const protocol::frame& request) {
     return acks != 0;
 }
 
+void client_session::report_conformance(const char* direction, const protocol::conformance_problem& problem) {
+    if (problem.trailing_bytes_only)
+        spdlog::debug("protocol check: {} {} has trailing bytes: {}", direction, peer_, problem.text);
+    else
+        spdlog::warn("protocol check: {} {} does not match the schema: {}", direction, peer_, problem.text);
+}
+
 void client_session::on_upstream_response(protocol::frame&& response, const in_flight_request& request) {
     if (request.sequence < first_slot_sequence_ || request.sequence - first_slot_sequence_ >= slots_.size()) return;
     response_slot& slot = slots_[request.sequence - first_slot_sequence_];
@@ -105,6 +117,10 @@ void client_session::on_upstream_response(protocol::frame&& response, const in_f
 void client_session::fill_slot(response_slot& slot, protocol::frame&& response, const in_flight_request& request) {
     bump(server_.metrics().bytes_to_clients, uint64_t(response.size_bytes) + 4);
     slot.ready = true;
+    if (server_.verify_protocol()) {
+        if (auto problem = protocol::check_response(response.contiguous().span(), request.api_key, request.api_version))
+            report_conformance("response to", *problem);
+    }
     reactor::shared_bytes prefix = reactor::shared_bytes::allocate(8);
     protocol::store_int32_be(prefix.data() + 4, slot.client_correlation_id);
     if (response_rewriter rewrite = find_response_rewriter(request.api_key)) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "protocol/conformance.h"
 #include "protocol/frame.h"
 #include "proxy/upstream_link.h"
 #include "reactor/stream_socket.h"
@@ -57,6 +58,7 @@ private:
     bool produce_expects_response(const protocol::frame& request);
     void fill_slot(response_slot& slot, protocol::frame&& response, const in_flight_request& request);
     void flush_ready_responses();
+    void report_conformance(const char* direction, const protocol::conformance_problem& problem);
     void close_when_idle();
     void apply_backpressure();
 

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <condition_variable>
 #include <cstdio>
 #include <iostream>
@@ -173,6 +174,10 @@ int run_proxy(const cli_options& options) {
     proxy_runtime runtime;
     runtime.config = config;
     runtime.advertised = advertised_address_of(config.listen);
+    if (const char* verify = std::getenv("KPP_VERIFY_PROTOCOL"); verify && std::string(verify) == "1") {
+        runtime.verify_protocol = true;
+        spdlog::warn("KPP_VERIFY_PROTOCOL=1: every request and response is checked against the schema files (slow)");
+    }
     try {
         for (const host_port& server : config.kafka.bootstrap_servers)
             runtime.bootstrap_addresses.push_back(reactor::resolve_address(server.host, server.port));

@@ -31,6 +31,7 @@ struct proxy_runtime {
     std::shared_ptr<const cluster_directory> initial_directory;
     std::atomic<uint32_t> client_connections{0};
     std::function<void()> request_refresh;  // asks the refresher for new metadata now
+    bool verify_protocol = false;           // KPP_VERIFY_PROTOCOL=1: walk every message against its schema
 };
 
 class shard_server {
@@ -45,6 +46,7 @@ public:
     reactor::event_loop& loop() { return shard_.loop(); }
     const proxy_config& config() const { return runtime_.config; }
     const host_port& advertised() const { return runtime_.advertised; }
+    bool verify_protocol() const { return runtime_.verify_protocol; }
     shard_metrics& metrics() { return metrics_; }
     const std::shared_ptr<const cluster_directory>& directory() const { return directory_; }
     void note_unknown_brokers(const std::vector<int32_t>& node_ids);

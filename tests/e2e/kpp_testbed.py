@@ -251,7 +251,9 @@ class Proxy:
                                  f"KPP_E2E_DIRECT=1 to test against the mocks alone)")
         self.process = subprocess.Popen(
             [private_alias(binary, log_dir, "kpp-e2e-proxy"), "-c", str(self.config_path)], stdin=subprocess.DEVNULL,
-            stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            # Every message of a schema'd API is walked against the schema files.
+            env={**os.environ, "KPP_VERIFY_PROTOCOL": "1"})
         self.exit_code: int | None = None
         self._wait_ready()
 

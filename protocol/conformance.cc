@@ -1,0 +1,68 @@
+#include "protocol/conformance.h"
+
+#include "protocol/api.h"
+#include "protocol/header.h"
+#include "protocol/kpp_messages.h"
+
+namespace kpp::protocol {
+namespace {
+
+const messages::message_info* find_message(int16_t api_key, int16_t version, bool request) {
+    for (const messages::message_info& info : messages::all_messages())
+        if (info.is_request == request && info.api_key == api_key && version >= info.min_version &&
+            version <= info.max_version)
+            return &info;
+    return nullptr;
+}
+
+// The first bytes of the body in hex, so a mismatch seen in the field can be decoded.
+std::string hex_excerpt(std::span<const std::byte> bytes, size_t offset) {
+    static const char digits[] = "0123456789abcdef";
+    std::string text;
+    for (size_t index = offset; index < bytes.size() && index < offset + 96; ++index) {
+        text += digits[uint8_t(bytes[index]) >> 4];
+        text += digits[uint8_t(bytes[index]) & 15];
+    }
+    return text;
+}
+
+std::optional<conformance_problem> walk_body(const messages::message_info& info, std::span<const std::byte> message,
+                                     size_t body_offset, int16_t version) {
+    wire_reader reader(message);
+    reader.skip(body_offset);
+    messages::walk_visitor ignore;
+    wire_error error = info.walk_contiguous(reader, version, ignore);
+    if (error != wire_error::none)
+        return conformance_problem{false, std::string(info.type_name) + " v" + std::to_string(version) + ": " + to_string(error) + " at byte " +
+               std::to_string(reader.position()) + " of " + std::to_string(message.size()) + "; body " +
+               hex_excerpt(message, body_offset)};
+    if (reader.position() != message.size())
+        return conformance_problem{true, std::string(info.type_name) + " v" + std::to_string(version) + ": schema ends at byte " +
+               std::to_string(reader.position()) + " of " + std::to_string(message.size()) + "; body " +
+               hex_excerpt(message, body_offset)};
+    return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<conformance_problem> check_request(std::span<const std::byte> message) {
+    wire_error error = wire_error::none;
+    auto header = parse_request_header(message, error);
+    if (!header) return std::nullopt;  // not a request at all: framing and routing deal with it
+    const auto* info = find_message(header->fixed.api_key, header->fixed.api_version, true);
+    if (!info) return std::nullopt;
+    return walk_body(*info, message, header->header_bytes, header->fixed.api_version);
+}
+
+std::optional<conformance_problem> check_response(std::span<const std::byte> message, int16_t api_key, int16_t api_version) {
+    const auto* info = find_message(api_key, api_version, false);
+    if (!info) return std::nullopt;
+    // ApiVersions error answers are encoded as v0 whatever was asked (see broker_endpoints).
+    if (api_key == api_key::api_versions && message.size() >= 6 && load_int16_be(message.data() + 4) != 0)
+        return std::nullopt;
+    auto body_offset = response_body_offset(message, api_key, api_version);
+    if (!body_offset) return conformance_problem{false, "response header truncated"};
+    return walk_body(*info, message, *body_offset, api_version);
+}
+
+}  // namespace kpp::protocol
