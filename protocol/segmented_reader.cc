@@ -51,35 +51,11 @@ int16_t segmented_reader::read_int16() { return static_cast<int16_t>(read_big_en
 int32_t segmented_reader::read_int32() { return static_cast<int32_t>(read_big_endian(4)); }
 int64_t segmented_reader::read_int64() { return static_cast<int64_t>(read_big_endian(8)); }
 
-template <typename unsigned_type>
-unsigned_type segmented_reader::read_unsigned_varint_of() {
-    // Same bounds as wire_reader: 5 bytes for 32 bits, 10 for 64.
-    constexpr int value_bits = sizeof(unsigned_type) * 8;
-    constexpr int bytes_max = (value_bits + 6) / 7;
-    constexpr unsigned last_byte_mask = 0x7fu & ~((1u << (value_bits - 7 * (bytes_max - 1))) - 1u);
-    unsigned_type value = 0;
-    for (int index = 0; index < bytes_max; ++index) {
-        if (!need(1)) return 0;
-        uint8_t byte = uint8_t(next_byte());
-        if (index == bytes_max - 1 && ((byte & last_byte_mask) != 0 || (byte & 0x80) != 0)) break;
-        value |= unsigned_type(byte & 0x7f) << (7 * index);
-        if (!(byte & 0x80)) return value;
-    }
-    fail(wire_error::varint_too_long);
-    return 0;
-}
+uint32_t segmented_reader::read_unsigned_varint() { return decode_unsigned_varint<uint32_t>(*this); }
 
-uint32_t segmented_reader::read_unsigned_varint() { return read_unsigned_varint_of<uint32_t>(); }
+int32_t segmented_reader::read_varint() { return zigzag_decode<int32_t>(decode_unsigned_varint<uint32_t>(*this)); }
 
-int32_t segmented_reader::read_varint() {
-    uint32_t raw = read_unsigned_varint_of<uint32_t>();
-    return static_cast<int32_t>((raw >> 1) ^ (~(raw & 1) + 1));
-}
-
-int64_t segmented_reader::read_varlong() {
-    uint64_t raw = read_unsigned_varint_of<uint64_t>();
-    return static_cast<int64_t>((raw >> 1) ^ (~(raw & 1) + 1));
-}
+int64_t segmented_reader::read_varlong() { return zigzag_decode<int64_t>(decode_unsigned_varint<uint64_t>(*this)); }
 
 void segmented_reader::skip(size_t count) {
     if (!need(count)) return;

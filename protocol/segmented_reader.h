@@ -38,8 +38,6 @@ public:
 private:
     bool need(size_t count);
     std::byte next_byte();
-    template <typename unsigned_type>
-    unsigned_type read_unsigned_varint_of();
     uint64_t read_big_endian(size_t bytes);
 
     std::span<const std::span<const std::byte>> pieces_;

@@ -41,36 +41,11 @@ int64_t wire_reader::read_int64() {
     return static_cast<int64_t>((high << 32) | low);
 }
 
-template <typename unsigned_type>
-unsigned_type wire_reader::read_unsigned_varint_of() {
-    // 7 bits a byte: 5 bytes carry 32 bits, 10 carry 64; the last byte may use only the
-    // bits that are left, so an over-long or overflowing encoding is refused.
-    constexpr int value_bits = sizeof(unsigned_type) * 8;
-    constexpr int bytes_max = (value_bits + 6) / 7;
-    constexpr unsigned last_byte_mask = 0x7fu & ~((1u << (value_bits - 7 * (bytes_max - 1))) - 1u);
-    unsigned_type value = 0;
-    for (int index = 0; index < bytes_max; ++index) {
-        if (!need(1)) return 0;
-        uint8_t byte = static_cast<uint8_t>(data_[position_++]);
-        if (index == bytes_max - 1 && ((byte & last_byte_mask) != 0 || (byte & 0x80) != 0)) break;
-        value |= unsigned_type(byte & 0x7f) << (7 * index);
-        if (!(byte & 0x80)) return value;
-    }
-    fail(wire_error::varint_too_long);
-    return 0;
-}
+uint32_t wire_reader::read_unsigned_varint() { return decode_unsigned_varint<uint32_t>(*this); }
 
-uint32_t wire_reader::read_unsigned_varint() { return read_unsigned_varint_of<uint32_t>(); }
+int32_t wire_reader::read_varint() { return zigzag_decode<int32_t>(decode_unsigned_varint<uint32_t>(*this)); }
 
-int32_t wire_reader::read_varint() {
-    uint32_t raw = read_unsigned_varint_of<uint32_t>();
-    return static_cast<int32_t>((raw >> 1) ^ (~(raw & 1) + 1));
-}
-
-int64_t wire_reader::read_varlong() {
-    uint64_t raw = read_unsigned_varint_of<uint64_t>();
-    return static_cast<int64_t>((raw >> 1) ^ (~(raw & 1) + 1));
-}
+int64_t wire_reader::read_varlong() { return zigzag_decode<int64_t>(decode_unsigned_varint<uint64_t>(*this)); }
 
 void wire_reader::skip(size_t count) {
     if (need(count)) position_ += count;

@@ -67,8 +67,6 @@ public:
     void skip_tagged_fields();
 
 private:
-    template <typename unsigned_type>
-    unsigned_type read_unsigned_varint_of();
     bool need(size_t count) {
         if (error_ != wire_error::none) return false;
         if (size_ - position_ < count) {
@@ -104,6 +102,31 @@ public:
 private:
     std::vector<std::byte> bytes_;
 };
+
+// Unsigned varint decoding shared by every reader type: 7 bits a byte, at most 5 bytes for
+// 32 bits and 10 for 64; the last byte may use only the bits left, so an over-long or
+// overflowing encoding is refused with varint_too_long.
+template <typename unsigned_type, typename reader_type>
+unsigned_type decode_unsigned_varint(reader_type& reader) {
+    constexpr int value_bits = sizeof(unsigned_type) * 8;
+    constexpr int bytes_max = (value_bits + 6) / 7;
+    constexpr unsigned last_byte_mask = 0x7fu & ~((1u << (value_bits - 7 * (bytes_max - 1))) - 1u);
+    unsigned_type value = 0;
+    for (int index = 0; index < bytes_max; ++index) {
+        uint8_t byte = static_cast<uint8_t>(reader.read_int8());
+        if (!reader.ok()) return 0;
+        if (index == bytes_max - 1 && ((byte & last_byte_mask) != 0 || (byte & 0x80) != 0)) break;
+        value |= unsigned_type(byte & 0x7f) << (7 * index);
+        if (!(byte & 0x80)) return value;
+    }
+    reader.fail(wire_error::varint_too_long);
+    return 0;
+}
+
+template <typename signed_type, typename unsigned_type>
+signed_type zigzag_decode(unsigned_type raw) {
+    return static_cast<signed_type>((raw >> 1) ^ (~(raw & 1) + 1));
+}
 
 inline int32_t load_int32_be(const std::byte* at) {
     uint32_t value = (uint32_t(at[0]) << 24) | (uint32_t(at[1]) << 16) | (uint32_t(at[2]) << 8) | uint32_t(at[3]);
