@@ -51,13 +51,13 @@ void wire_reader::skip(size_t count) {
     if (need(count)) position_ += count;
 }
 
-std::optional<std::string_view> wire_reader::read_string(bool flexible, bool nullable) {
+std::optional<std::span<const std::byte>> wire_reader::read_length_prefixed(bool flexible, bool int16_length,
+                                                                         bool nullable) {
     int64_t length;
-    if (flexible) {
+    if (flexible)
         length = int64_t(read_unsigned_varint()) - 1;
-    } else {
-        length = read_int16();
-    }
+    else
+        length = int16_length ? read_int16() : read_int32();
     if (!ok()) return std::nullopt;
     if (length < 0) {
         if (length == -1 && nullable) return std::nullopt;
@@ -65,9 +65,15 @@ std::optional<std::string_view> wire_reader::read_string(bool flexible, bool nul
         return std::nullopt;
     }
     if (!need(size_t(length))) return std::nullopt;
-    std::string_view text(reinterpret_cast<const char*>(data_ + position_), size_t(length));
+    std::span<const std::byte> field(data_ + position_, size_t(length));
     position_ += size_t(length);
-    return text;
+    return field;
+}
+
+std::optional<std::string_view> wire_reader::read_string(bool flexible, bool nullable) {
+    auto field = read_length_prefixed(flexible, true, nullable);
+    if (!field) return std::nullopt;
+    return std::string_view(reinterpret_cast<const char*>(field->data()), field->size());
 }
 
 int32_t wire_reader::read_array_length(bool flexible, bool nullable, size_t element_bytes_min) {
@@ -86,17 +92,7 @@ int32_t wire_reader::read_array_length(bool flexible, bool nullable, size_t elem
 }
 
 std::optional<std::span<const std::byte>> wire_reader::read_bytes_field(bool flexible, bool nullable) {
-    int64_t length = flexible ? int64_t(read_unsigned_varint()) - 1 : read_int32();
-    if (!ok()) return std::nullopt;
-    if (length < 0) {
-        if (length == -1 && nullable) return std::nullopt;
-        fail(wire_error::negative_length);
-        return std::nullopt;
-    }
-    if (!need(size_t(length))) return std::nullopt;
-    std::span<const std::byte> field(data_ + position_, size_t(length));
-    position_ += size_t(length);
-    return field;
+    return read_length_prefixed(flexible, false, nullable);
 }
 
 void wire_reader::skip_bytes_field(bool flexible, bool nullable) { (void)read_bytes_field(flexible, nullable); }

@@ -67,6 +67,8 @@ public:
     void skip_tagged_fields();
 
 private:
+    // A string (int16 length) or bytes field (int32 length), compact when flexible.
+    std::optional<std::span<const std::byte>> read_length_prefixed(bool flexible, bool int16_length, bool nullable);
     bool need(size_t count) {
         if (error_ != wire_error::none) return false;
         if (size_ - position_ < count) {
