@@ -3,6 +3,7 @@
 #include "protocol/api.h"
 #include "protocol/header.h"
 #include "protocol/kpp_messages.h"
+#include "protocol/segmented_reader.h"
 
 namespace kpp::protocol {
 namespace {
@@ -63,6 +64,34 @@ std::optional<conformance_problem> check_response(std::span<const std::byte> mes
     auto body_offset = response_body_offset(message, api_key, api_version);
     if (!body_offset) return conformance_problem{false, "response header truncated"};
     return walk_body(*info, message, *body_offset, api_version);
+}
+
+std::optional<std::string> validate_request(const frame& request) {
+    // The header is copied out (it is small); the body is walked where it lies.
+    constexpr size_t header_bytes_guess = 512;
+    constexpr size_t header_bytes_max = 8 + 2 + 32767 + 5 + 1024;  // fixed, client id, tagged fields
+    std::vector<std::byte> head(std::min<size_t>(request.size_bytes, header_bytes_guess));
+    request.copy_out(0, head);
+    wire_error error = wire_error::none;
+    auto header = parse_request_header(head, error);
+    if (!header && error == wire_error::truncated && request.size_bytes > head.size()) {
+        head.resize(std::min<size_t>(request.size_bytes, header_bytes_max));
+        request.copy_out(0, head);
+        header = parse_request_header(head, error);
+    }
+    if (!header) return std::string("malformed request header: ") + to_string(error);
+    const auto* info = find_message(header->fixed.api_key, header->fixed.api_version, true);
+    if (!info) return std::nullopt;
+    std::vector<std::span<const std::byte>> pieces;
+    pieces.reserve(request.pieces.size());
+    for (const byte_slice& piece : request.pieces) pieces.push_back(piece.span());
+    segmented_reader reader(pieces);
+    reader.skip(header->header_bytes);
+    messages::walk_visitor ignore;
+    error = info->walk_segmented(reader, header->fixed.api_version, ignore);
+    if (error == wire_error::none) return std::nullopt;
+    return std::string(info->type_name) + " v" + std::to_string(header->fixed.api_version) + ": " + to_string(error) +
+           " at byte " + std::to_string(reader.position()) + " of " + std::to_string(request.size_bytes);
 }
 
 }  // namespace kpp::protocol

@@ -8,6 +8,8 @@
 #include <span>
 #include <string>
 
+#include "protocol/frame.h"
+
 namespace kpp::protocol {
 
 struct conformance_problem {
@@ -24,5 +26,10 @@ struct conformance_problem {
 std::optional<conformance_problem> check_request(std::span<const std::byte> message);
 std::optional<conformance_problem> check_response(std::span<const std::byte> message, int16_t api_key,
                                                   int16_t api_version);
+
+// The data-path check of a client request lying in receive buffers (no copy of its body):
+// an API with a schema must walk without error; bytes left after a complete walk are
+// allowed (some clients send them). Returns why the request is malformed, or nullopt.
+std::optional<std::string> validate_request(const frame& request);
 
 }  // namespace kpp::protocol

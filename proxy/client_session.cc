@@ -58,6 +58,13 @@ void client_session::handle_request(protocol::frame&& request) {
         return;
     }
     server_.metrics().count_request(header->api_key);
+    // A request the schema cannot walk never reaches the broker: Kafka has no error code
+    // for a body it cannot parse, so, like a broker, the proxy closes that connection.
+    if (auto problem = protocol::validate_request(request)) {
+        bump(server_.metrics().requests_rejected);
+        abort("malformed request: " + *problem);
+        return;
+    }
     if (server_.verify_protocol()) {
         if (auto problem = protocol::check_request(request.contiguous().span()))
             report_conformance("request from", *problem);

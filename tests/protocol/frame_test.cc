@@ -132,3 +132,43 @@ TEST(api_table, names_and_flexible_versions_line_up_with_keys) {
 
 }  // namespace
 }  // namespace kpp::protocol
+
+#include "protocol/conformance.h"
+
+namespace kpp::protocol {
+namespace {
+
+frame frame_in_pieces(const std::vector<std::byte>& body, size_t piece_bytes) {
+    frame whole;
+    whole.size_bytes = uint32_t(body.size());
+    for (size_t offset = 0; offset < body.size(); offset += piece_bytes) {
+        size_t length = std::min(piece_bytes, body.size() - offset);
+        auto piece = shared_bytes::copy_of(std::span(body).subspan(offset, length));
+        whole.pieces.push_back(byte_slice{piece, 0, uint32_t(length)});
+    }
+    return whole;
+}
+
+TEST(validate_request, well_formed_requests_pass_in_any_pieces_and_malformed_ones_are_named) {
+    auto request = encode_metadata_request(9, 3, "validator");
+    for (size_t piece_bytes : {size_t(1), size_t(3), size_t(7), request.size()})
+        EXPECT_FALSE(validate_request(frame_in_pieces(request, piece_bytes))) << piece_bytes;
+    // Trailing bytes after a complete body are tolerated (librdkafka 2.12 sends some).
+    auto with_trailing = request;
+    with_trailing.push_back(std::byte{0});
+    EXPECT_FALSE(validate_request(frame_in_pieces(with_trailing, 4)));
+    // A topics count far beyond the bytes left (what crashed the 2.0.2 mock).
+    auto lying = encode_metadata_request(1, 4, "validator");
+    lying.resize(lying.size() - 4);  // drop the null (-1) topics count
+    for (std::byte b : {std::byte{0x3f}, std::byte{0xff}, std::byte{0xff}, std::byte{0xf0}}) lying.push_back(b);
+    auto problem = validate_request(frame_in_pieces(lying, 5));
+    ASSERT_TRUE(problem);
+    EXPECT_NE(problem->find("metadata_request v1"), std::string::npos) << *problem;
+    // Unknown API keys are not judged: they are forwarded untouched.
+    std::vector<std::byte> unknown{std::byte{0x03}, std::byte{0xe7}, std::byte{0}, std::byte{0},
+                                   std::byte{0}, std::byte{0}, std::byte{0}, std::byte{1}, std::byte{0xff}, std::byte{0xff}};
+    EXPECT_FALSE(validate_request(frame_in_pieces(unknown, 2)));
+}
+
+}  // namespace
+}  // namespace kpp::protocol
