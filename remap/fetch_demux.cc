@@ -1,0 +1,141 @@
+#include "remap/fetch_demux.h"
+
+#include <algorithm>
+
+namespace kpp::remap {
+namespace {
+
+using protocol::batch_entry;
+using protocol::batch_error;
+
+// Who receives one complete entry of the field.
+struct batch_owner {
+    enum class kind : uint8_t { one, every, nobody } to = kind::nobody;
+    int32_t virtual_partition = 0;  // when `one`
+    int64_t last_offset = 0;
+    bool offsets_known = false;     // false when the header itself was unreadable
+};
+
+int64_t load_int64_be(const std::byte* at) {
+    uint64_t value = 0;
+    for (int index = 0; index < 8; ++index) value = (value << 8) | uint64_t(at[index]);
+    return int64_t(value);
+}
+
+void note_error(demux_result& result, batch_error error, size_t at) {
+    if (result.first_error != batch_error::none) return;
+    result.first_error = error;
+    result.error_at = at;
+}
+
+bool tag_is_ours(const demux_mapping& mapping, int32_t virtual_partition) {
+    return virtual_partition >= 0 && virtual_partition < mapping.virtual_partitions &&
+           virtual_partition % mapping.physical_partitions == mapping.physical_partition;
+}
+
+// Magic 0/1 message sets predate headers, so they cannot carry a tag: group 0. Their offset
+// field holds the last offset (of the inner messages, for a compressed wrapper).
+batch_owner legacy_owner(const batch_entry& entry, const demux_mapping& mapping, demux_counts& counts) {
+    ++counts.legacy_entries;
+    return {batch_owner::kind::one, mapping.physical_partition, load_int64_be(entry.bytes.data()), true};
+}
+
+batch_owner classify_owner(const batch_entry& entry, const demux_mapping& mapping, demux_result& result) {
+    demux_counts& counts = result.counts;
+    if (entry.magic >= 0 && entry.magic < 2) return legacy_owner(entry, mapping, counts);
+    protocol::batch_classification found =
+        protocol::classify_batch(entry.bytes, mapping.tag_key, mapping.records_bytes_max);
+    batch_owner owner{batch_owner::kind::nobody, 0, found.last_offset, true};
+    if (found.error != batch_error::none) {
+        // A bad record inside a sound header still has known offsets; a bad header has none.
+        owner.offsets_known = protocol::validate_batch_header(entry.bytes) == batch_error::none;
+        ++counts.unreadable_batches;
+        note_error(result, found.error, entry.offset_in_field);
+        return owner;
+    }
+    if (found.records_count == 0) {
+        ++counts.empty_batches;  // compaction leaves these to keep producer state; no client needs them
+        return owner;
+    }
+    if (found.is_control) {
+        ++counts.control_batches;
+        owner.to = batch_owner::kind::every;
+        return owner;
+    }
+    if (!found.has_tag && !found.tag_malformed) {
+        owner.to = batch_owner::kind::one;
+        owner.virtual_partition = mapping.physical_partition;
+        return owner;
+    }
+    // A malformed tag still says the batch is not group 0's.
+    if (found.tag_malformed || !tag_is_ours(mapping, found.virtual_partition)) {
+        ++counts.foreign_tag_batches;  // written around the proxy with a wrong tag: nobody's
+        return owner;
+    }
+    owner.to = batch_owner::kind::one;
+    owner.virtual_partition = found.virtual_partition;
+    return owner;
+}
+
+void deliver(virtual_partition_slice& slice, const batch_entry& entry, int64_t last_offset, demux_counts& counts) {
+    bool follows_previous = !slice.ranges.empty() &&
+                            slice.ranges.back().offset_in_field + slice.ranges.back().length_bytes ==
+                                entry.offset_in_field;
+    if (follows_previous) {
+        slice.ranges.back().length_bytes += entry.bytes.size();
+    } else {
+        slice.ranges.push_back({entry.offset_in_field, entry.bytes.size()});
+    }
+    slice.size_bytes += entry.bytes.size();
+    slice.batches += 1;
+    slice.last_offset = last_offset;
+    counts.bytes_delivered += entry.bytes.size();
+}
+
+// Requests per physical partition are few (at most V / P), so a linear pass beats building
+// an index for every response.
+void route(const batch_owner& owner, const batch_entry& entry, std::span<const demux_request> requests,
+           demux_result& result) {
+    if (owner.to == batch_owner::kind::nobody) return;
+    for (size_t index = 0; index < requests.size(); ++index) {
+        const demux_request& request = requests[index];
+        if (owner.to == batch_owner::kind::one && request.virtual_partition != owner.virtual_partition) continue;
+        // A batch that ends before the fetch offset holds nothing the client asked for.
+        if (owner.last_offset < request.fetch_offset) continue;
+        deliver(result.partitions[index], entry, owner.last_offset, result.counts);
+    }
+}
+
+}  // namespace
+
+demux_result demux_fetch_records(std::span<const std::byte> records_field, const demux_mapping& mapping,
+                                 std::span<const demux_request> requests, int64_t physical_fetch_offset) {
+    demux_result result;
+    result.next_fetch_offset = physical_fetch_offset;
+    result.counts.bytes_scanned = records_field.size();
+    result.partitions.resize(requests.size());
+    for (size_t index = 0; index < requests.size(); ++index) {
+        result.partitions[index].virtual_partition = requests[index].virtual_partition;
+    }
+    if (mapping.physical_partitions <= 0) return result;  // guards the modulo; the caller never maps P = 0
+
+    protocol::batch_iterator walker(records_field);
+    batch_entry entry;
+    while (walker.next(entry)) {
+        ++result.counts.batches;
+        batch_owner owner = classify_owner(entry, mapping, result);
+        route(owner, entry, requests, result);
+        // max: a hostile or corrupt batch must not move the fetch position backwards.
+        if (owner.offsets_known && owner.last_offset != INT64_MAX) {
+            result.next_fetch_offset = std::max(result.next_fetch_offset, owner.last_offset + 1);
+        }
+    }
+    if (walker.error() != batch_error::none) note_error(result, walker.error(), walker.complete_bytes());
+    if (walker.partial()) {
+        result.partial_tail = true;
+        result.partial_tail_at = walker.complete_bytes();
+    }
+    return result;
+}
+
+}  // namespace kpp::remap
