@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-namespace kpp::remap {
+namespace kpp {
 namespace {
 
 using protocol::batch_entry;
@@ -138,4 +138,4 @@ demux_result demux_fetch_records(std::span<const std::byte> records_field, const
     return result;
 }
 
-}  // namespace kpp::remap
+}  // namespace kpp

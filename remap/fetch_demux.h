@@ -21,7 +21,7 @@
 #include "protocol/record_batch.h"
 #include "protocol/tag_rewrite.h"
 
-namespace kpp::remap {
+namespace kpp {
 
 struct demux_mapping {
     int32_t virtual_partitions = 0;   // V
@@ -87,4 +87,4 @@ struct demux_result {
 demux_result demux_fetch_records(std::span<const std::byte> records_field, const demux_mapping& mapping,
                                  std::span<const demux_request> requests, int64_t physical_fetch_offset);
 
-}  // namespace kpp::remap
+}  // namespace kpp

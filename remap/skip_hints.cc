@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-namespace kpp::remap {
+namespace kpp {
 
 size_t skip_hints::key_hash::operator()(const key_view& key) const {
     size_t hash = std::hash<std::string_view>{}(key.topic);
@@ -109,4 +109,4 @@ void skip_hints::merge_range(slot& entry, offset_range added) {
     entry.range_count = uint8_t(out);
 }
 
-}  // namespace kpp::remap
+}  // namespace kpp

@@ -19,7 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
-namespace kpp::remap {
+namespace kpp {
 
 class skip_hints {
 public:
@@ -95,4 +95,4 @@ private:
     uint64_t evictions_ = 0;
 };
 
-}  // namespace kpp::remap
+}  // namespace kpp

@@ -7,7 +7,7 @@
 
 #include "protocol/wire.h"
 
-namespace kpp::remap {
+namespace kpp {
 
 // Readable failures: gtest finds this by argument-dependent lookup.
 void PrintTo(const field_range& range, std::ostream* out) {
@@ -374,4 +374,4 @@ TEST(fetch_demux, empty_field_and_no_requests) {
 }
 
 }  // namespace
-}  // namespace kpp::remap
+}  // namespace kpp

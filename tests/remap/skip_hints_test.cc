@@ -6,7 +6,7 @@
 #include <random>
 #include <string>
 
-namespace kpp::remap {
+namespace kpp {
 namespace {
 
 TEST(skip_hints, unknown_key_resumes_where_asked) {
@@ -187,4 +187,4 @@ TEST(skip_hints, zero_bound_still_holds_one_entry) {
 }
 
 }  // namespace
-}  // namespace kpp::remap
+}  // namespace kpp
