@@ -63,13 +63,6 @@ struct endpoint_visitor final : messages::walk_visitor {
     }
 };
 
-const messages::message_info* response_walker(int16_t api_key, int16_t version) {
-    for (const messages::message_info& info : messages::all_messages())
-        if (!info.is_request && info.api_key == api_key && version >= info.min_version && version <= info.max_version)
-            return &info;
-    return nullptr;
-}
-
 rewrite_result failed(wire_error error) {
     rewrite_result result;
     result.error = error == wire_error::none ? wire_error::invalid_value : error;
@@ -80,7 +73,7 @@ rewrite_result failed(wire_error error) {
 // among the brokers listed, names a listed one (clients looking it up would fail).
 rewrite_result rewrite_endpoints(std::span<const std::byte> response, int16_t api_key, int16_t version,
                                  const endpoint_lookup& lookup) {
-    const messages::message_info* walker = response_walker(api_key, version);
+    const messages::message_info* walker = messages::find_message(api_key, version, false);
     if (!walker) return failed(wire_error::invalid_value);
     bool flexible = walker->first_flexible_version >= 0 && version >= walker->first_flexible_version;
     auto body_offset = response_body_offset(response, api_key, version);

@@ -8,13 +8,7 @@
 namespace kpp::protocol {
 namespace {
 
-const messages::message_info* find_message(int16_t api_key, int16_t version, bool request) {
-    for (const messages::message_info& info : messages::all_messages())
-        if (info.is_request == request && info.api_key == api_key && version >= info.min_version &&
-            version <= info.max_version)
-            return &info;
-    return nullptr;
-}
+using messages::find_message;
 
 // The first bytes of the body in hex, so a mismatch seen in the field can be decoded.
 std::string hex_excerpt(std::span<const std::byte> bytes, size_t offset) {

@@ -838,7 +838,10 @@ int main(int argc, char** argv) {
                << "    wire_error (*walk_contiguous)(wire_reader& reader, int16_t version, walk_visitor& visitor);\n"
                << "    wire_error (*walk_segmented)(segmented_reader& reader, int16_t version, walk_visitor& visitor);\n"
                << "    bool (*decode_reencode)(std::span<const std::byte> bytes, int16_t version, std::vector<std::byte>& out);\n"
-               << "};\nstd::span<const message_info> all_messages();\n\n}  // namespace kpp::protocol::messages\n";
+               << "};\nstd::span<const message_info> all_messages();\n"
+               << "// The message of `api_key` in that direction whose versions include `version`; nullptr if none.\n"
+               << "const message_info* find_message(int16_t api_key, int16_t version, bool is_request);\n\n"
+               << "}  // namespace kpp::protocol::messages\n";
     std::ofstream header_file(argv[1]);
     header_file << out.header.str();
     std::ofstream source_file(argv[2]);
@@ -867,6 +870,12 @@ int main(int argc, char** argv) {
                     << ", walk_contiguous_" << name << ", walk_segmented_" << name << ", &decode_reencode_" << name
                     << "},\n";
     }
-    source_file << "    };\n    return table;\n}\n\n}  // namespace kpp::protocol::messages\n";
+    source_file << "    };\n    return table;\n}\n\n"
+                << "const message_info* find_message(int16_t api_key, int16_t version, bool is_request) {\n"
+                << "    for (const message_info& info : all_messages())\n"
+                << "        if (info.is_request == is_request && info.api_key == api_key && version >= info.min_version &&\n"
+                << "            version <= info.max_version)\n"
+                << "            return &info;\n"
+                << "    return nullptr;\n}\n\n}  // namespace kpp::protocol::messages\n";
     return header_file && source_file ? 0 : 1;
 }
