@@ -57,14 +57,39 @@ bool response_header_is_flexible(int16_t key, int16_t version) {
     return request_header_is_flexible(key, version);
 }
 
+bool withheld_under_remapping(int16_t key) {
+    switch (key) {
+        case 27:  // WriteTxnMarkers: broker-to-broker, names physical partitions
+        case 68:  // ConsumerGroupHeartbeat (KIP-848): the broker would assign physical partitions
+        case 76:  // ShareGroupHeartbeat
+        case 77:  // ShareGroupDescribe
+        case 78:  // ShareFetch
+        case 79:  // ShareAcknowledge
+        case 90:  // DescribeShareGroupOffsets
+        case 91:  // AlterShareGroupOffsets
+        case 92:  // DeleteShareGroupOffsets
+            return true;
+        default:
+            return false;
+    }
+}
+
 std::optional<version_range> proxy_rewrite_range(int16_t key) {
     switch (key) {
         case api_key::metadata: return version_range{0, 12};
         case api_key::find_coordinator: return version_range{0, 6};
         case api_key::describe_cluster: return version_range{0, 2};
         case api_key::api_versions: return version_range{0, 4};
-        // Acks are read from Produce requests (acks=0 has no response).
+        // Rebuilt for virtual partitions (acks=0 has no response): v13 names topics by id.
         case api_key::produce: return version_range{3, 12};
+        // Filtered and rebuilt for virtual partitions: magic 2 records from v4; v17+ not yet.
+        case api_key::fetch: return version_range{4, 16};
+        case api_key::list_offsets: return version_range{1, 10};
+        case 19 /* CreateTopics */: return version_range{0, 7};
+        case 21 /* DeleteRecords */: return version_range{0, 2};
+        case 23 /* OffsetForLeaderEpoch */: return version_range{0, 4};
+        case 37 /* CreatePartitions */: return version_range{0, 3};
+        case 61 /* DescribeProducers */: return version_range{0, 0};
         // v0 switches the connection to raw SASL frames that are not Kafka requests.
         case api_key::sasl_handshake: return version_range{1, 1};
         default: return std::nullopt;

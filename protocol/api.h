@@ -48,5 +48,8 @@ struct version_range {
     int16_t max;
 };
 std::optional<version_range> proxy_rewrite_range(int16_t key);
+// APIs unsafe under remapping, never advertised (requests for them are still forwarded:
+// a connection is never closed over an API key).
+bool withheld_under_remapping(int16_t key);
 
 }  // namespace kpp::protocol

@@ -71,6 +71,12 @@ void client_session::handle_request(protocol::frame&& request) {
     }
     if (header->api_key == protocol::api_key::sasl_handshake || header->api_key == 36 /* SaslAuthenticate */)
         upstream_.forbid_silent_reconnect();
+    if (exchange_starter start = find_exchange_starter(header->api_key)) {
+        if (start_exchange(start, request, *header)) {
+            apply_backpressure();
+            return;
+        }
+    }
     bool expects_response = header->api_key != protocol::api_key::produce || produce_expects_response(request);
     if (client_.closing()) return;  // a malformed Produce closed the session
     uint64_t sequence = first_slot_sequence_ + slots_.size();
@@ -84,6 +90,71 @@ void client_session::handle_request(protocol::frame&& request) {
     }
     upstream_.send_request(*header, request, sequence, expects_response);
     apply_backpressure();
+}
+
+exchange_env client_session::make_env(uint64_t sequence) {
+    return exchange_env{server_, upstream_, server_.remap(), server_.metrics(), sequence, server_.loop().now_ns(), peer_};
+}
+
+bool client_session::start_exchange(exchange_starter start, const protocol::frame& request,
+                                     const protocol::request_header& header) {
+    reactor::byte_slice whole = request.contiguous();
+    protocol::wire_error error = protocol::wire_error::none;
+    auto parsed = protocol::parse_request_header(whole.span(), error);
+    if (!parsed) {
+        bump(server_.metrics().requests_rejected);
+        abort(std::string("malformed request header: ") + protocol::to_string(error));
+        return true;
+    }
+    client_request incoming{request, whole, *parsed,
+                            reactor::byte_slice{whole.owner, whole.offset + protocol::request_header_fixed_bytes,
+                                                parsed->header_bytes - protocol::request_header_fixed_bytes}};
+    uint64_t sequence = first_slot_sequence_ + slots_.size();
+    exchange_env env = make_env(sequence);
+    exchange_start started = start(env, incoming);
+    if (started.what == exchange_start::kind::forward) return false;
+    if (started.what == exchange_start::kind::no_answer) return true;
+    response_slot slot;
+    slot.client_correlation_id = header.correlation_id;
+    slot.api_key = header.api_key;
+    slot.api_version = header.api_version;
+    slot.received_ns = env.now_ns;
+    slots_.push_back(std::move(slot));
+    if (started.what == exchange_start::kind::answered) {
+        finish_exchange_slot(slots_.back(), std::move(started.answer));
+        flush_ready_responses();
+    } else {
+        slots_.back().exchange = std::move(started.exchange);
+    }
+    return true;
+}
+
+void client_session::finish_exchange_slot(response_slot& slot, std::vector<reactor::byte_slice>&& answer) {
+    uint64_t size_bytes = protocol::response_correlation_bytes;
+    for (const auto& piece : answer) size_bytes += piece.length;
+    reactor::shared_bytes prefix = reactor::shared_bytes::allocate(8);
+    protocol::store_int32_be(prefix.data(), int32_t(size_bytes));
+    protocol::store_int32_be(prefix.data() + 4, slot.client_correlation_id);
+    slot.pieces.clear();
+    slot.pieces.reserve(answer.size() + 1);
+    slot.pieces.push_back(reactor::byte_slice{std::move(prefix), 0, 8});
+    for (auto& piece : answer)
+        if (piece.length > 0) slot.pieces.push_back(std::move(piece));
+    slot.ready = true;
+    slot.exchange.reset();
+    bump(server_.metrics().bytes_to_clients, size_bytes + 4);
+    if (server_.verify_protocol()) {
+        // What the proxy built itself is checked against the schema like what it forwards.
+        std::vector<std::byte> whole;
+        whole.reserve(size_bytes);
+        for (size_t index = 0; index < slot.pieces.size(); ++index) {
+            auto span = slot.pieces[index].span();
+            if (index == 0) span = span.subspan(4);
+            whole.insert(whole.end(), span.begin(), span.end());
+        }
+        if (auto problem = protocol::check_response(whole, slot.api_key, slot.api_version))
+            report_conformance("response (built by the proxy) to", *problem);
+    }
 }
 
 bool client_session::produce_expects_response(const protocol::frame& request) {
@@ -117,6 +188,18 @@ void client_session::report_conformance(const char* direction, const protocol::c
 void client_session::on_upstream_response(protocol::frame&& response, const in_flight_request& request) {
     if (request.sequence < first_slot_sequence_ || request.sequence - first_slot_sequence_ >= slots_.size()) return;
     response_slot& slot = slots_[request.sequence - first_slot_sequence_];
+    if (slot.exchange) {
+        if (server_.verify_protocol()) {
+            if (auto problem = protocol::check_response(response.contiguous().span(), request.api_key, request.api_version))
+                report_conformance("response from the broker for", *problem);
+        }
+        exchange_env env = make_env(request.sequence);
+        if (!slot.exchange->on_response(env, std::move(response))) return;
+        std::vector<reactor::byte_slice> answer = std::move(slot.exchange->answer);
+        finish_exchange_slot(slot, std::move(answer));
+        flush_ready_responses();
+        return;
+    }
     fill_slot(slot, std::move(response), request);
     flush_ready_responses();
 }
@@ -132,7 +215,8 @@ void client_session::fill_slot(response_slot& slot, protocol::frame&& response, 
     protocol::store_int32_be(prefix.data() + 4, slot.client_correlation_id);
     if (response_rewriter rewrite = find_response_rewriter(request.api_key)) {
         reactor::byte_slice whole = response.contiguous();
-        handler_context context{server_.config(), server_.advertised(), server_.directory().get()};
+        handler_context context{server_.config(), server_.advertised(), server_.directory().get(), &server_.remap(),
+                                &server_.metrics()};
         rewritten_response rewritten = rewrite(context, whole.span(), request.api_version);
         if (!rewritten.unknown_node_ids.empty()) server_.note_unknown_brokers(rewritten.unknown_node_ids);
         if (!rewritten.message.empty()) {

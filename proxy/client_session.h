@@ -11,6 +11,7 @@
 
 #include "protocol/conformance.h"
 #include "protocol/frame.h"
+#include "proxy/exchange.h"
 #include "proxy/upstream_link.h"
 #include "reactor/stream_socket.h"
 
@@ -41,6 +42,7 @@ private:
         uint64_t received_ns = 0;
         bool ready = false;
         std::vector<reactor::byte_slice> pieces;  // size prefix included
+        std::unique_ptr<request_exchange> exchange;  // builds the response from the proxy's own requests
     };
 
     // Client socket events.
@@ -56,6 +58,10 @@ private:
 
     void handle_request(protocol::frame&& request);
     bool produce_expects_response(const protocol::frame& request);
+    // True when the request was taken care of by an exchange (or refused).
+    bool start_exchange(exchange_starter start, const protocol::frame& request, const protocol::request_header& header);
+    exchange_env make_env(uint64_t sequence);
+    void finish_exchange_slot(response_slot& slot, std::vector<reactor::byte_slice>&& answer);
     void fill_slot(response_slot& slot, protocol::frame&& response, const in_flight_request& request);
     void flush_ready_responses();
     void report_conformance(const char* direction, const protocol::conformance_problem& problem);

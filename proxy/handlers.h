@@ -11,6 +11,8 @@
 #include "protocol/broker_endpoints.h"
 #include "proxy/cluster_directory.h"
 #include "proxy/config.h"
+#include "proxy/metrics.h"
+#include "proxy/remap_state.h"
 
 namespace kpp {
 
@@ -18,6 +20,8 @@ struct handler_context {
     const proxy_config& config;
     const host_port& advertised;  // host clients are told
     const cluster_directory* directory;
+    remap_state* remap = nullptr;      // mapping, topic names; null in tests of endpoint rewrites
+    shard_metrics* metrics = nullptr;
 };
 
 struct rewritten_response {

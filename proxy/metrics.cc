@@ -86,6 +86,27 @@ std::vector<prometheus::MetricFamily> metrics_registry::Collect() const {
     active.metric.push_back(gauge);
     families.push_back(std::move(active));
 
+    auto add_counter = [&](const char* name, const char* help, std::atomic<uint64_t> shard_metrics::*field) {
+        families.push_back(counter_family(name, help, double(sum(shards_, field))));
+    };
+    add_counter("kpp_fetch_scanned_bytes_total", "Records bytes of mapped partitions read from brokers",
+                &shard_metrics::fetch_scanned_bytes);
+    add_counter("kpp_fetch_delivered_bytes_total", "Records bytes of mapped partitions sent on to clients",
+                &shard_metrics::fetch_delivered_bytes);
+    add_counter("kpp_fetch_scan_rounds_total", "Extra physical fetches made to scan ahead for a virtual partition",
+                &shard_metrics::fetch_scan_rounds);
+    add_counter("kpp_fetch_hint_skipped_offsets_total", "Offsets skipped thanks to skip hints",
+                &shard_metrics::fetch_hint_skipped_offsets);
+    add_counter("kpp_produce_tagged_batches_total", "Record batches tagged with their virtual partition",
+                &shard_metrics::produce_tagged_batches);
+    add_counter("kpp_produce_extra_requests_total",
+                "Physical Produce requests beyond one per client request (virtual partitions sharing a physical one)",
+                &shard_metrics::produce_extra_requests);
+    add_counter("kpp_partition_errors_local_total", "Per-partition errors answered by the proxy itself",
+                &shard_metrics::partition_errors_local);
+    add_counter("kpp_mapping_mismatches_total",
+                "Metadata answers naming a mapped topic whose physical partition count differs from its P",
+                &shard_metrics::mapping_mismatches);
     families.push_back(counter_family("kpp_client_connections_total", "Client connections accepted",
                                       double(sum(shards_, &shard_metrics::client_connections_opened))));
     families.push_back(counter_family("kpp_client_connections_refused_total",

@@ -38,6 +38,15 @@ struct alignas(64) shard_metrics {
     std::atomic<uint64_t> upstream_connect_failures{0};
     std::atomic<uint64_t> upstream_failures{0};
     std::atomic<uint64_t> requests_rejected{0};  // frames refused: too large or malformed
+    // Virtual partitions (fetch demultiplexing and scan-ahead).
+    std::atomic<uint64_t> fetch_scanned_bytes{0};    // records bytes of mapped partitions read from brokers
+    std::atomic<uint64_t> fetch_delivered_bytes{0};  // of those, bytes sent on to clients
+    std::atomic<uint64_t> fetch_scan_rounds{0};      // extra physical fetches made by scan-ahead
+    std::atomic<uint64_t> fetch_hint_skipped_offsets{0};  // offsets skipped thanks to skip hints
+    std::atomic<uint64_t> produce_tagged_batches{0};
+    std::atomic<uint64_t> produce_extra_requests{0};    // physical requests beyond one per client request
+    std::atomic<uint64_t> partition_errors_local{0};    // per-partition errors answered by the proxy
+    std::atomic<uint64_t> mapping_mismatches{0};        // topics whose physical count differs from P
 
     void count_request(int16_t api_key) {
         size_t index = api_key < 0 ? metrics_api_keys - 1 : std::min<size_t>(size_t(api_key), metrics_api_keys - 1);

@@ -18,6 +18,7 @@ std::string describe_broker(const upstream_broker& broker) {
 
 shard_server::shard_server(reactor::shard& shard, proxy_runtime& runtime)
     : shard_(shard), runtime_(runtime), metrics_(runtime.metrics->shard(shard.index())),
+      remap_(runtime.config, runtime.names),
       sweep_timer_(shard.loop()), reap_timer_(shard.loop()), stop_deadline_(shard.loop()) {
     sweep_timer_.arm_after_ms(sweep_interval_ms, &shard_server::on_sweep, this);
 }

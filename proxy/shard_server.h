@@ -13,6 +13,7 @@
 #include "proxy/cluster_directory.h"
 #include "proxy/config.h"
 #include "proxy/metrics.h"
+#include "proxy/remap_state.h"
 #include "proxy/upstream_link.h"
 #include "reactor/listener.h"
 #include "reactor/shard_group.h"
@@ -32,6 +33,7 @@ struct proxy_runtime {
     std::atomic<uint32_t> client_connections{0};
     std::function<void()> request_refresh;  // asks the refresher for new metadata now
     bool verify_protocol = false;           // KPP_VERIFY_PROTOCOL=1: walk every message against its schema
+    topic_names names;                      // topic id -> name, for Fetch v13+
 };
 
 class shard_server {
@@ -48,6 +50,7 @@ public:
     const host_port& advertised() const { return runtime_.advertised; }
     bool verify_protocol() const { return runtime_.verify_protocol; }
     shard_metrics& metrics() { return metrics_; }
+    remap_state& remap() { return remap_; }
     const std::shared_ptr<const cluster_directory>& directory() const { return directory_; }
     void note_unknown_brokers(const std::vector<int32_t>& node_ids);
     // A finished session is freed after the current batch of completions.
@@ -73,6 +76,7 @@ private:
     proxy_runtime& runtime_;
     shard_metrics& metrics_;
     std::shared_ptr<const cluster_directory> directory_;
+    remap_state remap_;
     std::map<uint16_t, std::unique_ptr<port_listener>> listeners_;
     std::unordered_set<client_session*> sessions_;
     std::vector<client_session*> retired_;

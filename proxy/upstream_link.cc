@@ -61,6 +61,29 @@ void upstream_link::send_request(const protocol::request_header& header, const p
     transmit(std::move(pieces));
 }
 
+void upstream_link::send_built(int16_t api_key, int16_t api_version,
+                               std::vector<reactor::byte_slice>&& after_correlation, uint64_t sequence,
+                               bool expects_response) {
+    if (state_ == state::closing || state_ == state::closed) return;
+    int32_t correlation_id = next_correlation_id_;
+    next_correlation_id_ = next_correlation_id_ == INT32_MAX ? 1 : next_correlation_id_ + 1;
+    uint64_t size_bytes = protocol::request_header_fixed_bytes;
+    for (const auto& piece : after_correlation) size_bytes += piece.length;
+    reactor::shared_bytes prefix = reactor::shared_bytes::allocate(4 + protocol::request_header_fixed_bytes);
+    protocol::store_int32_be(prefix.data(), int32_t(size_bytes));
+    protocol::store_int16_be(prefix.data() + 4, api_key);
+    protocol::store_int16_be(prefix.data() + 6, api_version);
+    protocol::store_int32_be(prefix.data() + 8, correlation_id);
+    std::vector<reactor::byte_slice> pieces;
+    pieces.reserve(after_correlation.size() + 1);
+    pieces.push_back(reactor::byte_slice{std::move(prefix), 0, 12});
+    for (auto& piece : after_correlation)
+        if (piece.length > 0) pieces.push_back(std::move(piece));
+    if (expects_response) in_flight_.push_back({correlation_id, sequence, api_key, api_version, loop_.now_ns()});
+    bump(metrics_.bytes_to_upstream, size_bytes + 4);
+    transmit(std::move(pieces));
+}
+
 void upstream_link::transmit(std::vector<reactor::byte_slice>&& pieces) {
     if (state_ == state::connected) {
         socket_->send(pieces);

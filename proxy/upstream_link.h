@@ -61,6 +61,10 @@ public:
     // correlation id. `expects_response` is false for Produce with acks=0.
     void send_request(const protocol::request_header& header, const protocol::frame& request, uint64_t sequence,
                       bool expects_response);
+    // Sends a request the proxy built: `after_correlation` is everything after the
+    // correlation id (client id, header tagged fields, body).
+    void send_built(int16_t api_key, int16_t api_version, std::vector<reactor::byte_slice>&& after_correlation,
+                    uint64_t sequence, bool expects_response);
     // Final close: nothing more is sent; on_upstream_closed follows when the socket is gone.
     void close();
     void pause_receive();

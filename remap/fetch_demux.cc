@@ -1,5 +1,7 @@
 #include "remap/fetch_demux.h"
 
+#include "protocol/wire.h"
+
 #include <algorithm>
 
 namespace kpp {
@@ -106,20 +108,96 @@ void route(const batch_owner& owner, const batch_entry& entry, std::span<const d
     }
 }
 
-}  // namespace
+// batch_iterator's walk over a field in pieces.
+class piecewise_batch_iterator {
+public:
+    piecewise_batch_iterator(std::span<const std::span<const std::byte>> pieces, std::vector<std::byte>& scratch)
+        : pieces_(pieces), scratch_(scratch) {
+        for (const auto& piece : pieces) size_ += piece.size();
+    }
 
-demux_result demux_fetch_records(std::span<const std::byte> records_field, const demux_mapping& mapping,
-                                 std::span<const demux_request> requests, int64_t physical_fetch_offset) {
+    bool next(batch_entry& entry) {
+        if (error_ != batch_error::none || partial_ || position_ == size_) return false;
+        size_t rest = size_ - position_;
+        if (rest < protocol::batch_layout::log_overhead_bytes) {
+            partial_ = true;
+            return false;
+        }
+        std::byte overhead[protocol::batch_layout::log_overhead_bytes];
+        copy(position_, overhead, sizeof overhead);
+        int32_t length = protocol::load_int32_be(overhead + protocol::batch_layout::batch_length_at);
+        if (length < int32_t(protocol::batch_layout::legacy_entry_bytes_min)) {
+            error_ = batch_error::invalid_length;
+            return false;
+        }
+        size_t entry_bytes = protocol::batch_layout::log_overhead_bytes + size_t(length);
+        if (entry_bytes > rest) {
+            partial_ = true;
+            return false;
+        }
+        entry.bytes = view(position_, entry_bytes);
+        entry.offset_in_field = position_;
+        entry.magic = int8_t(entry.bytes[protocol::batch_layout::magic_at]);
+        position_ += entry_bytes;
+        return true;
+    }
+    batch_error error() const { return error_; }
+    bool partial() const { return partial_; }
+    size_t complete_bytes() const { return position_; }
+
+private:
+    // Moves the cursor to the piece holding `at` (positions only grow).
+    void seek(size_t at) {
+        while (piece_ < pieces_.size() && at >= piece_start_ + pieces_[piece_].size()) {
+            piece_start_ += pieces_[piece_].size();
+            ++piece_;
+        }
+    }
+    void copy(size_t at, std::byte* out, size_t count) {
+        seek(at);
+        size_t index = piece_, start = piece_start_;
+        while (count > 0 && index < pieces_.size()) {
+            size_t within = at - start;
+            size_t take = std::min(count, pieces_[index].size() - within);
+            std::copy_n(pieces_[index].data() + within, take, out);
+            out += take;
+            at += take;
+            count -= take;
+            start += pieces_[index].size();
+            ++index;
+        }
+    }
+    std::span<const std::byte> view(size_t at, size_t count) {
+        seek(at);
+        size_t within = at - piece_start_;
+        if (within + count <= pieces_[piece_].size()) return pieces_[piece_].subspan(within, count);
+        scratch_.resize(count);
+        copy(at, scratch_.data(), count);
+        return scratch_;
+    }
+
+    std::span<const std::span<const std::byte>> pieces_;
+    std::vector<std::byte>& scratch_;
+    size_t size_ = 0;
+    size_t position_ = 0;
+    size_t piece_ = 0;
+    size_t piece_start_ = 0;
+    bool partial_ = false;
+    batch_error error_ = batch_error::none;
+};
+
+template <typename iterator_type>
+demux_result demux_walk(iterator_type& walker, size_t field_bytes, const demux_mapping& mapping,
+                        std::span<const demux_request> requests, int64_t physical_fetch_offset) {
     demux_result result;
     result.next_fetch_offset = physical_fetch_offset;
-    result.counts.bytes_scanned = records_field.size();
+    result.counts.bytes_scanned = field_bytes;
     result.partitions.resize(requests.size());
     for (size_t index = 0; index < requests.size(); ++index) {
         result.partitions[index].virtual_partition = requests[index].virtual_partition;
     }
     if (mapping.physical_partitions <= 0) return result;  // guards the modulo; the caller never maps P = 0
 
-    protocol::batch_iterator walker(records_field);
     batch_entry entry;
     while (walker.next(entry)) {
         ++result.counts.batches;
@@ -136,6 +214,23 @@ demux_result demux_fetch_records(std::span<const std::byte> records_field, const
         result.partial_tail_at = walker.complete_bytes();
     }
     return result;
+}
+
+}  // namespace
+
+demux_result demux_fetch_records(std::span<const std::byte> records_field, const demux_mapping& mapping,
+                                 std::span<const demux_request> requests, int64_t physical_fetch_offset) {
+    protocol::batch_iterator walker(records_field);
+    return demux_walk(walker, records_field.size(), mapping, requests, physical_fetch_offset);
+}
+
+demux_result demux_fetch_records(std::span<const std::span<const std::byte>> field_pieces, const demux_mapping& mapping,
+                                 std::span<const demux_request> requests, int64_t physical_fetch_offset,
+                                 std::vector<std::byte>& scratch) {
+    piecewise_batch_iterator walker(field_pieces, scratch);
+    size_t field_bytes = 0;
+    for (const auto& piece : field_pieces) field_bytes += piece.size();
+    return demux_walk(walker, field_bytes, mapping, requests, physical_fetch_offset);
 }
 
 }  // namespace kpp

@@ -87,4 +87,11 @@ struct demux_result {
 demux_result demux_fetch_records(std::span<const std::byte> records_field, const demux_mapping& mapping,
                                  std::span<const demux_request> requests, int64_t physical_fetch_offset);
 
+// The same over a records field that lies in several pieces (the receive buffers of one
+// response). A batch inside one piece is read in place; only a batch that straddles pieces
+// is gathered into `scratch` to be classified. Ranges are still offsets in the whole field.
+demux_result demux_fetch_records(std::span<const std::span<const std::byte>> field_pieces, const demux_mapping& mapping,
+                                 std::span<const demux_request> requests, int64_t physical_fetch_offset,
+                                 std::vector<std::byte>& scratch);
+
 }  // namespace kpp

@@ -22,6 +22,21 @@ void skip_hints::record(std::string_view topic, int32_t physical_partition, int3
     merge_range(entry, {from_offset, to_offset});
 }
 
+std::optional<int64_t> skip_hints::empty_since(std::string_view topic, int32_t physical_partition,
+                                               int32_t virtual_partition, int64_t end_offset) {
+    auto found = index_.find(key_view{topic, physical_partition, virtual_partition});
+    if (found == index_.end()) return std::nullopt;
+    slot& entry = slots_[found->second];
+    for (uint8_t index = 0; index < entry.range_count; ++index) {
+        const offset_range& range = entry.ranges[index];
+        if (range.from < end_offset && end_offset <= range.to) {
+            entry.referenced = true;
+            return range.from;
+        }
+    }
+    return std::nullopt;
+}
+
 int64_t skip_hints::resume_offset(std::string_view topic, int32_t physical_partition, int32_t virtual_partition,
                                   int64_t fetch_offset) {
     auto found = index_.find(key_view{topic, physical_partition, virtual_partition});

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -38,6 +39,10 @@ public:
     // holding fetch_offset (following ranges that chain on), else fetch_offset itself.
     int64_t resume_offset(std::string_view topic, int32_t physical_partition, int32_t virtual_partition,
                           int64_t fetch_offset);
+    // Where a known-empty range for v ending at or after `end_offset` starts, when one
+    // holds end_offset - 1: v has no records in [that start, end_offset). nullopt otherwise.
+    std::optional<int64_t> empty_since(std::string_view topic, int32_t physical_partition, int32_t virtual_partition,
+                                       int64_t end_offset);
     void clear();
 
     size_t size() const { return index_.size(); }

@@ -54,11 +54,11 @@ def mock212(log_dir):
     cluster.stop()
 
 
-def _endpoint(upstream, log_dir: Path, name: str, session=None):
+def _endpoint(upstream, log_dir: Path, name: str, session=None, extra_config: str = ""):
     if kpp_testbed.direct_mode():
         yield kpp_testbed.Endpoint(upstream, None)
         return
-    proxy = kpp_testbed.Proxy(upstream, log_dir, name)
+    proxy = kpp_testbed.Proxy(upstream, log_dir, name, extra_config)
     _logs_to_show.append((f"{name} log", proxy.log_path))
     _proxies.append((name, proxy))
     try:
@@ -88,6 +88,37 @@ def proxy202(mock202, log_dir, request):
 def proxy212(mock212, log_dir, request):
     """The proxy in front of the librdkafka 2.12 mock (or the mock itself in direct mode)."""
     yield from _endpoint(mock212, log_dir, "proxy212", request.session)
+
+
+# The mapping every virtual-partition test runs under (DESIGN.md section 2): topics named
+# vp-* are 100 virtual over 10 physical on the 2.0.2 mock and 40 over 4 on the 2.12 mock
+# (whose topics always have 4 partitions); the other rules serve the per-topic tests.
+VIRTUAL_MAPPING_202 = """mapping:
+  tag_header: "kpr.vp"
+  topics:
+    "vp-.*": { virtual_partitions: 100, physical_partitions: 10 }
+    "exact-orders": { virtual_partitions: 30, physical_partitions: 3 }
+    "rx-.*": { virtual_partitions: 24, physical_partitions: 6 }
+    "same-.*": { virtual_partitions: 5, physical_partitions: 5 }
+"""
+VIRTUAL_MAPPING_212 = """mapping:
+  tag_header: "kpr.vp"
+  topics:
+    "vp-.*": { virtual_partitions: 40, physical_partitions: 4 }
+    "wrong-.*": { virtual_partitions: 30, physical_partitions: 3 }
+"""
+
+
+@pytest.fixture(scope="session")
+def vproxy202(mock202, log_dir, request):
+    """The proxy with VIRTUAL_MAPPING_202 in front of the 2.0.2 mock."""
+    yield from _endpoint(mock202, log_dir, "vproxy202", request.session, VIRTUAL_MAPPING_202)
+
+
+@pytest.fixture(scope="session")
+def vproxy212(mock212, log_dir, request):
+    """The proxy with VIRTUAL_MAPPING_212 in front of the 2.12 mock."""
+    yield from _endpoint(mock212, log_dir, "vproxy212", request.session, VIRTUAL_MAPPING_212)
 
 
 @pytest.fixture(params=["mock202", "mock212"])

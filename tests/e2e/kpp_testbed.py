@@ -234,10 +234,13 @@ def mock_cluster_bin() -> str:
 
 
 class Proxy:
-    """kafka-partition-proxy in front of one mock cluster, pass-through config (no mapping)."""
+    """kafka-partition-proxy in front of one mock cluster. Without `extra_config` the config
+    has no mapping (everything passes through); `extra_config` is YAML appended to the file,
+    e.g. a `mapping:` section."""
 
-    def __init__(self, upstream: MockCluster, log_dir: Path, name: str):
+    def __init__(self, upstream: MockCluster, log_dir: Path, name: str, extra_config: str = ""):
         self.upstream = upstream
+        self.extra_config = extra_config
         self.port = free_port()
         self.metrics_port = free_port()
         self.broker_port_base = free_port_base(upstream.broker_count)
@@ -269,7 +272,8 @@ class Proxy:
             f"  bootstrap_servers: [{upstream}]\n"
             "metrics:\n"
             f'  address: "127.0.0.1:{self.metrics_port}"\n'
-            "logging: { level: debug }\n")
+            "logging: { level: debug }\n"
+            + self.extra_config)
 
     @property
     def bootstrap(self) -> str:

@@ -276,7 +276,7 @@ TEST(api_versions, ranges_are_intersected_and_unknown_keys_kept) {
             {3, 0, 12},     // Metadata: the proxy rewrites up to v12
             {17, 1, 1},     // SaslHandshake v0 would switch to raw SASL frames
             {18, 0, 4},     // ApiVersions
-            {1, 0, 17},     // Fetch: forwarded untouched, broker's range
+            {1, 4, 16},     // Fetch: rebuilt for virtual partitions from v4 to v16
             {1000, 2, 5}};  // an unknown key passes through
         EXPECT_EQ(entries, expected) << "v" << version;
     }
@@ -285,6 +285,16 @@ TEST(api_versions, ranges_are_intersected_and_unknown_keys_kept) {
 TEST(api_versions, withheld_and_empty_intersections_are_dropped) {
     auto original = api_versions_response(3, 0, {{0, 0, 2}, {60, 0, 1}, {68, 0, 1}});
     auto result = rewrite_api_versions_response(original, 3, [](int16_t key) { return key == 68; });
+    ASSERT_EQ(result.error, wire_error::none);
+    auto entries = decode_api_versions(result.message, true);
+    EXPECT_EQ(entries, (std::vector<std::array<int16_t, 3>>{{60, 0, 1}}));
+}
+
+TEST(api_versions, apis_unsafe_under_remapping_are_withheld) {
+    // WriteTxnMarkers, ConsumerGroupHeartbeat (KIP-848) and share groups would let a broker
+    // act on physical partitions behind the proxy's back; DescribeCluster stays.
+    auto original = api_versions_response(3, 0, {{27, 0, 1}, {60, 0, 1}, {68, 0, 1}, {76, 0, 1}, {78, 0, 1}, {92, 0, 0}});
+    auto result = rewrite_api_versions_response(original, 3, &kpp::protocol::withheld_under_remapping);
     ASSERT_EQ(result.error, wire_error::none);
     auto entries = decode_api_versions(result.message, true);
     EXPECT_EQ(entries, (std::vector<std::array<int16_t, 3>>{{60, 0, 1}}));

@@ -1,0 +1,642 @@
+// Fetch from virtual partitions (DESIGN.md section 2, "Fetch" and "Scan-ahead, never stall").
+//
+// Toward the broker: one sessionless entry per physical partition, at the smallest offset any
+// requested virtual partition on it needs (moved on by skip hints). Back to the client: each
+// requested virtual partition exactly once, with exactly the batches tagged with it (control
+// batches to all), as slices of the broker's receive buffers: the proxy writes only the
+// bytes around them (partition headers, sizes, high watermarks). When filtering leaves every
+// virtual partition of a physical one empty while the broker has more, the proxy fetches
+// further itself within the request's max_wait, remembering what it skipped. A virtual
+// partition known to hold nothing up to the physical high watermark is answered with a
+// high watermark at its fetch offset, so lag reaches 0 and end-of-partition fires.
+// A request naming no mapped topic is forwarded unchanged.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <map>
+
+#include "protocol/api.h"
+#include "protocol/kpp_messages.h"
+#include "protocol/segmented_reader.h"
+#include "proxy/exchange.h"
+#include "proxy/handlers.h"
+#include "proxy/shard_server.h"
+#include "remap/fetch_demux.h"
+
+namespace kpp::handlers {
+namespace {
+
+namespace messages = protocol::messages;
+using reactor::byte_slice;
+
+constexpr int fetch_version_topic_ids = 13;
+constexpr int fetch_version_flexible = 12;
+// Scan-ahead stops after this many records bytes for one client request (besides max_wait).
+constexpr size_t scan_bytes_budget = size_t(256) << 20;
+constexpr int scan_rounds_max = 512;
+constexpr int16_t offset_out_of_range = 1;
+
+// ---- the broker's answer, parsed in place over its receive buffers ----
+
+struct fetched_partition {
+    int32_t index = 0;
+    int16_t error_code = 0;
+    int64_t high_watermark = -1;
+    int64_t last_stable_offset = -1;
+    int64_t log_start_offset = -1;
+    bool aborted_null = true;
+    std::vector<std::pair<int64_t, int64_t>> aborted;  // producer id, first offset
+    int32_t preferred_read_replica = -1;
+    bool records_null = true;
+    size_t records_at = 0;  // in the frame
+    size_t records_bytes = 0;
+    std::vector<std::byte> tagged;  // the partition's tagged fields as on the wire (flexible only)
+};
+
+struct fetched_topic {
+    std::string name;
+    topic_uuid id{};
+    std::vector<fetched_partition> partitions;
+};
+
+struct node_endpoint {
+    int32_t node_id = 0;
+    std::string host;
+    int32_t port = 0;
+    std::optional<std::string> rack;
+};
+
+struct fetched_response {
+    int32_t throttle_time_ms = 0;
+    int16_t error_code = 0;
+    std::vector<fetched_topic> topics;
+    std::vector<node_endpoint> node_endpoints;
+};
+
+class response_parser {
+public:
+    response_parser(protocol::segmented_reader& reader, int16_t version)
+        : reader_(reader), version_(version), flexible_(version >= fetch_version_flexible) {}
+
+    bool parse(fetched_response& out, const protocol::frame& frame) {
+        reader_.read_int32();  // correlation id
+        if (flexible_) skip_tagged();
+        out.throttle_time_ms = reader_.read_int32();
+        if (version_ >= 7) {
+            out.error_code = reader_.read_int16();
+            reader_.read_int32();  // session id
+        }
+        int32_t topics = array_length();
+        for (int32_t t = 0; t < topics && reader_.ok(); ++t) {
+            fetched_topic topic;
+            if (version_ >= fetch_version_topic_ids)
+                read_uuid(topic.id);
+            else
+                topic.name = string();
+            int32_t partitions = array_length();
+            for (int32_t p = 0; p < partitions && reader_.ok(); ++p) {
+                fetched_partition partition;
+                partition.index = reader_.read_int32();
+                partition.error_code = reader_.read_int16();
+                partition.high_watermark = reader_.read_int64();
+                partition.last_stable_offset = reader_.read_int64();
+                if (version_ >= 5) partition.log_start_offset = reader_.read_int64();
+                int32_t aborted = array_length();
+                partition.aborted_null = aborted < 0;
+                for (int32_t a = 0; a < aborted && reader_.ok(); ++a) {
+                    int64_t producer_id = reader_.read_int64();
+                    int64_t first_offset = reader_.read_int64();
+                    if (flexible_) skip_tagged();
+                    partition.aborted.emplace_back(producer_id, first_offset);
+                }
+                if (version_ >= 11) partition.preferred_read_replica = reader_.read_int32();
+                int64_t records = flexible_ ? int64_t(reader_.read_unsigned_varint()) - 1 : reader_.read_int32();
+                if (records >= 0) {
+                    if (size_t(records) > reader_.remaining()) reader_.fail(protocol::wire_error::truncated);
+                    partition.records_null = false;
+                    partition.records_at = reader_.position();
+                    partition.records_bytes = size_t(records);
+                    reader_.skip(size_t(records));
+                }
+                if (flexible_) {
+                    size_t start = reader_.position();
+                    skip_tagged();
+                    if (reader_.ok()) {
+                        partition.tagged.resize(reader_.position() - start);
+                        frame.copy_out(start, partition.tagged);
+                    }
+                }
+                topic.partitions.push_back(std::move(partition));
+            }
+            if (flexible_) skip_tagged();
+            out.topics.push_back(std::move(topic));
+        }
+        if (flexible_) read_top_tagged(out);
+        return reader_.ok();
+    }
+
+private:
+    int32_t array_length() {
+        int64_t count = flexible_ ? int64_t(reader_.read_unsigned_varint()) - 1 : reader_.read_int32();
+        if (count > int64_t(reader_.remaining())) {
+            reader_.fail(protocol::wire_error::array_too_large);
+            return 0;
+        }
+        return int32_t(count);
+    }
+    std::string string() {
+        int64_t length = flexible_ ? int64_t(reader_.read_unsigned_varint()) - 1 : reader_.read_int16();
+        std::string text;
+        if (length > 0) {
+            if (size_t(length) > reader_.remaining()) reader_.fail(protocol::wire_error::truncated);
+            else reader_.read_into(size_t(length), text);
+        }
+        return text;
+    }
+    void read_uuid(topic_uuid& id) {
+        for (auto& byte : id) byte = uint8_t(reader_.read_int8());
+    }
+    void skip_tagged() {
+        uint32_t count = reader_.read_unsigned_varint();
+        for (uint32_t index = 0; index < count && reader_.ok(); ++index) {
+            reader_.read_unsigned_varint();
+            uint32_t size = reader_.read_unsigned_varint();
+            if (size > reader_.remaining()) reader_.fail(protocol::wire_error::truncated);
+            else reader_.skip(size);
+        }
+    }
+    void read_top_tagged(fetched_response& out) {
+        uint32_t count = reader_.read_unsigned_varint();
+        for (uint32_t index = 0; index < count && reader_.ok(); ++index) {
+            uint32_t tag = reader_.read_unsigned_varint();
+            uint32_t size = reader_.read_unsigned_varint();
+            if (size > reader_.remaining()) {
+                reader_.fail(protocol::wire_error::truncated);
+                return;
+            }
+            size_t end = reader_.position() + size;
+            if (tag == 0 && version_ >= 16) {
+                int32_t nodes = array_length();
+                for (int32_t n = 0; n < nodes && reader_.ok(); ++n) {
+                    node_endpoint node;
+                    node.node_id = reader_.read_int32();
+                    node.host = string();
+                    node.port = reader_.read_int32();
+                    int64_t rack_length = int64_t(reader_.read_unsigned_varint()) - 1;
+                    if (rack_length >= 0) {
+                        std::string rack;
+                        if (size_t(rack_length) > reader_.remaining()) reader_.fail(protocol::wire_error::truncated);
+                        else reader_.read_into(size_t(rack_length), rack);
+                        node.rack = std::move(rack);
+                    }
+                    skip_tagged();
+                    out.node_endpoints.push_back(std::move(node));
+                }
+            }
+            if (reader_.position() < end) reader_.skip(end - reader_.position());
+        }
+    }
+
+    protocol::segmented_reader& reader_;
+    int16_t version_;
+    bool flexible_;
+};
+
+// ---- the exchange ----
+
+struct client_partition {
+    size_t topic = 0;  // client topic index
+    int32_t partition = 0;
+    int64_t fetch_offset = 0;
+    int32_t max_bytes = 0;
+    int32_t current_leader_epoch = -1;
+    int16_t local_error = 0;
+    int physical = -1;  // index into physicals
+    // The answer so far.
+    bool answered = false;
+    fetched_partition fields;  // everything but the records
+    std::vector<byte_slice> records;
+    size_t records_bytes = 0;
+    int64_t last_offset = -1;
+};
+
+struct client_topic {
+    std::string name;  // resolved from the id for v13+
+    topic_uuid id{};
+    std::string hint_key;
+    topic_mapping mapping;
+};
+
+struct physical_partition {
+    size_t topic = 0;  // client topic index of the first entry naming it
+    int32_t partition = 0;
+    bool mapped = false;
+    int64_t fetch_offset = 0;
+    int32_t max_bytes = 0;
+    int32_t current_leader_epoch = -1;
+    std::vector<size_t> clients;
+    bool active = true;  // still fetched in the next round
+    bool at_end = false;
+};
+
+std::string hint_key_of(const std::string& name, const topic_uuid& id, int16_t version) {
+    if (version < fetch_version_topic_ids) return name;
+    // A recreated topic keeps its name but not its id: hints must not outlive it.
+    return name + '\0' + std::string(reinterpret_cast<const char*>(id.data()), id.size());
+}
+
+class fetch_exchange final : public request_exchange {
+public:
+    fetch_exchange(int16_t version, byte_slice header_tail, messages::fetch_request request, uint64_t start_ns)
+        : version_(version), header_tail_(std::move(header_tail)), request_(std::move(request)), start_ns_(start_ns) {}
+
+    // False when nothing needs the broker (all partitions answered locally).
+    bool prepare(exchange_env& env);
+    bool any_mapped() const { return any_mapped_; }
+    void send_round(exchange_env& env);
+    bool on_response(exchange_env& env, protocol::frame&& response) override;
+    std::vector<byte_slice> build(exchange_env& env);
+    // Fetch sessions are not kept: a client naming one is told to start over, sessionless.
+    void refuse_session() { top_error_ = exchange_util::fetch_session_id_not_found; }
+
+private:
+    void absorb(exchange_env& env, const protocol::frame& frame, fetched_topic& topic, fetched_partition& partition,
+                const std::vector<bool>& asked);
+    int find_physical(const fetched_topic& topic, int32_t partition, const std::vector<bool>& asked) const;
+    bool should_answer(exchange_env& env) const;
+
+    int16_t version_;
+    byte_slice header_tail_;
+    messages::fetch_request request_;
+    uint64_t start_ns_;
+    std::vector<client_topic> topics_;
+    std::vector<client_partition> clients_;
+    std::vector<physical_partition> physicals_;
+    std::vector<node_endpoint> node_endpoints_;
+    int32_t throttle_time_ms_ = 0;
+    int16_t top_error_ = 0;
+    int rounds_ = 0;
+    size_t scanned_bytes_ = 0;
+    bool any_mapped_ = false;
+    std::vector<std::byte> scratch_;
+};
+
+bool fetch_exchange::prepare(exchange_env& env) {
+    std::map<std::pair<std::string, int32_t>, int> physical_index;
+    for (auto& requested : request_.topics) {
+        client_topic topic;
+        topic.id = requested.topic_id;
+        if (version_ >= fetch_version_topic_ids) {
+            if (auto name = env.remap.names.find(requested.topic_id)) topic.name = *name;
+        } else {
+            topic.name = requested.topic;
+        }
+        topic.hint_key = hint_key_of(topic.name, topic.id, version_);
+        if (!topic.name.empty()) topic.mapping = env.remap.mappings.lookup(topic.name);
+        bool unknown_id = topic.name.empty() && version_ >= fetch_version_topic_ids;
+        if (unknown_id || topic.mapping.remapped()) any_mapped_ = true;
+        size_t topic_index = topics_.size();
+        topics_.push_back(std::move(topic));
+        const client_topic& current = topics_.back();
+        for (const auto& wanted : requested.partitions) {
+            client_partition entry;
+            entry.topic = topic_index;
+            entry.partition = wanted.partition;
+            entry.fetch_offset = wanted.fetch_offset;
+            entry.max_bytes = wanted.partition_max_bytes;
+            entry.current_leader_epoch = wanted.current_leader_epoch;
+            int32_t physical = wanted.partition;
+            bool mapped = current.mapping.remapped();
+            if (unknown_id) {
+                entry.local_error = exchange_util::unknown_topic_id;
+            } else if (mapped && (wanted.partition < 0 || wanted.partition >= current.mapping.virtual_partitions)) {
+                entry.local_error = exchange_util::unknown_topic_or_partition;
+            } else if (mapped) {
+                physical = wanted.partition % current.mapping.physical_partitions;
+            }
+            if (entry.local_error != 0) {
+                bump(env.metrics.partition_errors_local);
+                clients_.push_back(std::move(entry));
+                continue;
+            }
+            int64_t start = entry.fetch_offset;
+            if (mapped) {
+                start = env.remap.hints.resume_offset(current.hint_key, physical, wanted.partition, entry.fetch_offset);
+                if (start > entry.fetch_offset) bump(env.metrics.fetch_hint_skipped_offsets, uint64_t(start - entry.fetch_offset));
+            }
+            auto key = std::make_pair(current.name, physical);
+            auto found = physical_index.find(key);
+            if (found == physical_index.end()) {
+                physical_partition added;
+                added.topic = topic_index;
+                added.partition = physical;
+                added.mapped = mapped;
+                added.fetch_offset = start;
+                added.max_bytes = entry.max_bytes;
+                added.current_leader_epoch = entry.current_leader_epoch;
+                found = physical_index.emplace(key, int(physicals_.size())).first;
+                physicals_.push_back(std::move(added));
+            } else {
+                physical_partition& shared = physicals_[size_t(found->second)];
+                shared.fetch_offset = std::min(shared.fetch_offset, start);
+                shared.max_bytes = std::max(shared.max_bytes, entry.max_bytes);
+                shared.current_leader_epoch = std::max(shared.current_leader_epoch, entry.current_leader_epoch);
+            }
+            entry.physical = found->second;
+            physicals_[size_t(found->second)].clients.push_back(clients_.size());
+            clients_.push_back(std::move(entry));
+        }
+    }
+    return !physicals_.empty();
+}
+
+void fetch_exchange::send_round(exchange_env& env) {
+    messages::fetch_request out;
+    out.replica_id = -1;
+    uint64_t elapsed_ms = (env.now_ns - start_ns_) / 1'000'000u;
+    int32_t wait_ms = request_.max_wait_ms;
+    if (rounds_ > 0) wait_ms = int32_t(std::max<int64_t>(0, int64_t(request_.max_wait_ms) - int64_t(elapsed_ms)));
+    out.max_wait_ms = wait_ms;
+    out.min_bytes = request_.min_bytes;
+    out.max_bytes = request_.max_bytes;
+    out.isolation_level = request_.isolation_level;
+    out.session_id = 0;
+    out.session_epoch = -1;
+    out.rack_id = request_.rack_id;
+    std::map<size_t, size_t> topic_slot;  // client topic -> index in out.topics
+    for (const physical_partition& physical : physicals_) {
+        if (!physical.active) continue;
+        auto slot = topic_slot.find(physical.topic);
+        if (slot == topic_slot.end()) {
+            messages::fetch_request::topics_element topic;
+            topic.topic = topics_[physical.topic].name;
+            topic.topic_id = topics_[physical.topic].id;
+            slot = topic_slot.emplace(physical.topic, out.topics.size()).first;
+            out.topics.push_back(std::move(topic));
+        }
+        messages::fetch_request::topics_element::partitions_element partition;
+        partition.partition = physical.partition;
+        partition.current_leader_epoch = physical.current_leader_epoch;
+        partition.fetch_offset = physical.fetch_offset;
+        partition.last_fetched_epoch = -1;
+        partition.log_start_offset = -1;
+        partition.partition_max_bytes = physical.max_bytes;
+        out.topics[slot->second].partitions.push_back(partition);
+    }
+    protocol::wire_writer writer;
+    messages::encode(out, version_, writer);
+    uint32_t length = uint32_t(writer.size());
+    std::vector<byte_slice> body{byte_slice{reactor::shared_bytes::copy_of(writer.bytes()), 0, length}};
+    send_upstream(env, protocol::api_key::fetch, version_, header_tail_, std::move(body), true);
+    if (rounds_ > 0) bump(env.metrics.fetch_scan_rounds);
+    ++rounds_;
+}
+
+int fetch_exchange::find_physical(const fetched_topic& topic, int32_t partition, const std::vector<bool>& asked) const {
+    for (size_t index = 0; index < physicals_.size(); ++index) {
+        const physical_partition& physical = physicals_[index];
+        if (!asked[index] || physical.partition != partition) continue;
+        const client_topic& named = topics_[physical.topic];
+        if (version_ >= fetch_version_topic_ids ? named.id == topic.id : named.name == topic.name) return int(index);
+    }
+    return -1;
+}
+
+void fetch_exchange::absorb(exchange_env& env, const protocol::frame& frame, fetched_topic& topic,
+                            fetched_partition& answer, const std::vector<bool>& asked) {
+    int found = find_physical(topic, answer.index, asked);
+    if (found < 0) return;  // not asked for in this round: ignored
+    physical_partition& physical = physicals_[size_t(found)];
+    auto fill_fields = [&](client_partition& client) {
+        client.answered = true;
+        client.fields = answer;
+        client.fields.records_null = true;
+    };
+    if (answer.error_code != 0 || !physical.mapped) {
+        for (size_t index : physical.clients) {
+            client_partition& client = clients_[index];
+            fill_fields(client);
+            if (answer.error_code == 0 && !answer.records_null) {
+                exchange_util::slices_of(frame, answer.records_at, answer.records_bytes, client.records);
+                client.records_bytes = answer.records_bytes;
+            }
+        }
+        return;
+    }
+    const client_topic& named = topics_[physical.topic];
+    std::vector<demux_request> wanted;
+    wanted.reserve(physical.clients.size());
+    for (size_t index : physical.clients) wanted.push_back({clients_[index].partition, clients_[index].fetch_offset});
+    demux_mapping mapping;
+    mapping.virtual_partitions = named.mapping.virtual_partitions;
+    mapping.physical_partitions = named.mapping.physical_partitions;
+    mapping.physical_partition = physical.partition;
+    mapping.tag_key = env.remap.tag_key;
+    demux_result result;
+    result.next_fetch_offset = physical.fetch_offset;
+    if (!answer.records_null && answer.records_bytes > 0) {
+        auto pieces = exchange_util::spans_of(frame, answer.records_at, answer.records_bytes);
+        result = demux_fetch_records(pieces, mapping, wanted, physical.fetch_offset, scratch_);
+    }
+    scanned_bytes_ += answer.records_bytes;
+    bump(env.metrics.fetch_scanned_bytes, answer.records_bytes);
+    if (result.first_error != protocol::batch_error::none)
+        spdlog::warn("fetch from {} partition {}: {} at byte {} of the records; delivered what came before",
+                     named.name, physical.partition, protocol::to_string(result.first_error), result.error_at);
+    bool progress = result.next_fetch_offset > physical.fetch_offset;
+    int64_t next = std::min(result.next_fetch_offset, answer.high_watermark);
+    bool at_end = !result.partial_tail && result.first_error == protocol::batch_error::none &&
+                  std::max(result.next_fetch_offset, physical.fetch_offset) >= answer.high_watermark;
+    physical.at_end = at_end;
+    bool all_empty = true;
+    for (size_t slot = 0; slot < physical.clients.size(); ++slot) {
+        client_partition& client = clients_[physical.clients[slot]];
+        const virtual_partition_slice& slice = result.partitions.empty() ? virtual_partition_slice{} : result.partitions[slot];
+        fill_fields(client);
+        for (const field_range& range : slice.ranges)
+            exchange_util::slices_of(frame, answer.records_at + range.offset_in_field, range.length_bytes, client.records);
+        client.records_bytes += slice.size_bytes;
+        bump(env.metrics.fetch_delivered_bytes, slice.size_bytes);
+        if (slice.batches > 0) {
+            all_empty = false;
+            client.last_offset = std::max(client.last_offset, slice.last_offset);
+        }
+        // Soft state: v has nothing between what it got (or asked for) and where the scan ended.
+        int64_t empty_from = client.last_offset >= 0 ? client.last_offset + 1 : client.fetch_offset;
+        if (next > empty_from)
+            env.remap.hints.record(named.hint_key, physical.partition, client.partition, empty_from, next);
+        if (at_end && client.fields.high_watermark >= 0) {
+            // Nothing more for v below the physical high watermark: its own ends here.
+            int64_t virtual_end = std::min(client.fields.high_watermark, empty_from);
+            client.fields.high_watermark = virtual_end;
+            if (client.fields.last_stable_offset > virtual_end) client.fields.last_stable_offset = virtual_end;
+        }
+    }
+    // Scan on while every virtual partition here is still empty and the broker has more (or,
+    // at the end, wait there for new records for the rest of max_wait).
+    if (all_empty && result.first_error == protocol::batch_error::none && (progress || at_end)) {
+        physical.active = true;
+        physical.fetch_offset = std::max(physical.fetch_offset, result.next_fetch_offset);
+    }
+}
+
+bool fetch_exchange::should_answer(exchange_env& env) const {
+    bool any_active = false;
+    for (const physical_partition& physical : physicals_) any_active = any_active || physical.active;
+    if (!any_active) return true;
+    for (const client_partition& client : clients_)
+        if (client.records_bytes > 0 || (client.answered && client.fields.error_code != 0)) return true;
+    if (rounds_ >= scan_rounds_max || scanned_bytes_ >= scan_bytes_budget) return true;
+    uint64_t elapsed_ms = (env.now_ns - start_ns_) / 1'000'000u;
+    return int64_t(elapsed_ms) + 1 >= int64_t(request_.max_wait_ms);
+}
+
+bool fetch_exchange::on_response(exchange_env& env, protocol::frame&& response) {
+    std::vector<std::span<const std::byte>> pieces;
+    pieces.reserve(response.pieces.size());
+    for (const auto& piece : response.pieces) pieces.push_back(piece.span());
+    protocol::segmented_reader reader(pieces);
+    fetched_response parsed;
+    response_parser parser(reader, version_);
+    if (!parser.parse(parsed, response)) {
+        spdlog::warn("malformed Fetch v{} response from the broker for {} ({}): answering UNKNOWN_SERVER_ERROR",
+                     version_, env.peer, protocol::to_string(reader.error()));
+        top_error_ = exchange_util::unknown_server_error;
+        answer = build(env);
+        return true;
+    }
+    throttle_time_ms_ = std::max(throttle_time_ms_, parsed.throttle_time_ms);
+    if (!parsed.node_endpoints.empty()) node_endpoints_ = parsed.node_endpoints;
+    if (parsed.error_code != 0) {
+        top_error_ = parsed.error_code;
+        answer = build(env);
+        return true;
+    }
+    // Each round answers every active partition; one the broker left out is not asked again.
+    std::vector<bool> asked;
+    for (auto& physical : physicals_) {
+        asked.push_back(physical.active);
+        physical.active = false;
+    }
+    for (auto& topic : parsed.topics)
+        for (auto& partition : topic.partitions) absorb(env, response, topic, partition, asked);
+    if (should_answer(env)) {
+        answer = build(env);
+        return true;
+    }
+    send_round(env);
+    return false;
+}
+
+std::vector<byte_slice> fetch_exchange::build(exchange_env& env) {
+    bool flexible = version_ >= fetch_version_flexible;
+    piece_builder out;
+    auto& w = out.writer();
+    if (flexible) w.write_empty_tagged_fields();  // response header v1
+    w.write_int32(throttle_time_ms_);
+    if (version_ >= 7) {
+        w.write_int16(top_error_);
+        w.write_int32(0);  // session id: the proxy keeps no fetch sessions
+    }
+    if (top_error_ != 0) {
+        out.writer().write_array_length(0, flexible);
+    } else {
+        out.writer().write_array_length(int32_t(topics_.size()), flexible);
+        for (size_t t = 0; t < topics_.size(); ++t) {
+            const auto& requested = request_.topics[t];
+            if (version_ >= fetch_version_topic_ids)
+                for (uint8_t byte : requested.topic_id) out.writer().write_int8(int8_t(byte));
+            else
+                out.writer().write_string(requested.topic, flexible);
+            int32_t count = 0;
+            for (const auto& client : clients_) count += client.topic == t ? 1 : 0;
+            out.writer().write_array_length(count, flexible);
+            for (const auto& client : clients_) {
+                if (client.topic != t) continue;
+                auto& pw = out.writer();
+                pw.write_int32(client.partition);
+                bool local = client.local_error != 0 || !client.answered;
+                const fetched_partition& fields = client.fields;
+                // A partition the broker left out (should not happen) is answered as retriable.
+                int16_t error = client.local_error != 0 ? client.local_error
+                                : !client.answered      ? int16_t(6) /* NOT_LEADER_OR_FOLLOWER */
+                                                        : fields.error_code;
+                pw.write_int16(error);
+                pw.write_int64(local ? -1 : fields.high_watermark);
+                pw.write_int64(local ? -1 : fields.last_stable_offset);
+                if (version_ >= 5) pw.write_int64(local ? -1 : fields.log_start_offset);
+                if (local || fields.aborted_null) {
+                    pw.write_array_length(-1, flexible);
+                } else {
+                    pw.write_array_length(int32_t(fields.aborted.size()), flexible);
+                    for (const auto& [producer_id, first_offset] : fields.aborted) {
+                        pw.write_int64(producer_id);
+                        pw.write_int64(first_offset);
+                        if (flexible) pw.write_empty_tagged_fields();
+                    }
+                }
+                if (version_ >= 11) pw.write_int32(local ? -1 : fields.preferred_read_replica);
+                if (flexible)
+                    pw.write_unsigned_varint(uint32_t(client.records_bytes + 1));
+                else
+                    pw.write_int32(int32_t(client.records_bytes));
+                out.append(client.records);
+                if (flexible) {
+                    if (local || fields.tagged.empty())
+                        out.writer().write_empty_tagged_fields();
+                    else
+                        out.writer().write_raw(fields.tagged);
+                }
+            }
+            if (flexible) out.writer().write_empty_tagged_fields();
+        }
+    }
+    if (flexible) {
+        if (node_endpoints_.empty()) {
+            out.writer().write_empty_tagged_fields();
+        } else {
+            protocol::wire_writer nodes;
+            nodes.write_array_length(int32_t(node_endpoints_.size()), true);
+            for (const auto& node : node_endpoints_) {
+                auto port = broker_port_of(env.server.config().listen, node.node_id);
+                nodes.write_int32(node.node_id);
+                nodes.write_string(env.server.advertised().host, true);
+                nodes.write_int32(port ? int32_t(*port) : 0);
+                nodes.write_string(node.rack, true);
+                nodes.write_empty_tagged_fields();
+            }
+            out.writer().write_unsigned_varint(1);
+            out.writer().write_unsigned_varint(0);
+            out.writer().write_unsigned_varint(uint32_t(nodes.size()));
+            out.writer().write_raw(nodes.bytes());
+        }
+    }
+    return out.finish();
+}
+
+}  // namespace
+
+exchange_start start_fetch(exchange_env& env, const client_request& request) {
+    exchange_start start;
+    int16_t version = request.header.fixed.api_version;
+    if (version < 4) return start;  // not advertised; the broker judges
+    messages::fetch_request decoded;
+    if (messages::decode(decoded, version, request.body()) != protocol::wire_error::none) return start;
+    int32_t decoded_session_id = decoded.session_id;
+    auto exchange = std::make_unique<fetch_exchange>(version, request.header_tail, std::move(decoded), env.now_ns);
+    bool needs_broker = exchange->prepare(env);
+    if (!exchange->any_mapped()) return start;
+    start.what = exchange_start::kind::pending;
+    bool foreign_session = decoded_session_id != 0;
+    if (foreign_session) exchange->refuse_session();
+    if (!needs_broker || foreign_session) {
+        start.what = exchange_start::kind::answered;
+        start.answer = exchange->build(env);
+        return start;
+    }
+    exchange->send_round(env);
+    start.exchange = std::move(exchange);
+    return start;
+}
+
+}  // namespace kpp::handlers

@@ -1,0 +1,526 @@
+// The APIs that name partitions besides Produce and Fetch (DESIGN.md section 2):
+// ListOffsets, OffsetForLeaderEpoch and DescribeProducers map each virtual partition to its
+// physical one (virtual partitions sharing a physical one go out in successive requests, a
+// broker refuses a partition named twice) and map the answers back; DeleteRecords and
+// CreatePartitions are refused per mapped topic; CreateTopics creates P physical partitions
+// for a mapped name. Requests naming no mapped topic are forwarded unchanged.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <functional>
+#include <map>
+
+#include "protocol/api.h"
+#include "protocol/kpp_messages.h"
+#include "proxy/exchange.h"
+#include "proxy/handlers.h"
+#include "proxy/shard_server.h"
+
+namespace kpp::handlers {
+namespace {
+
+namespace messages = protocol::messages;
+using reactor::byte_slice;
+
+constexpr int16_t list_offsets_key = 2;
+constexpr int16_t create_topics_key = 19;
+constexpr int16_t delete_records_key = 21;
+constexpr int16_t offset_for_leader_epoch_key = 23;
+constexpr int16_t create_partitions_key = 37;
+constexpr int16_t describe_producers_key = 61;
+constexpr int64_t latest_timestamp = -1;
+
+// A request split into rounds; each answer decoded into `response_type`, then `finish`
+// builds the client's response from all of them (missing ones: nullopt).
+template <typename response_type>
+class rounds_exchange final : public request_exchange {
+public:
+    using answers = std::vector<std::optional<response_type>>;
+    using finisher = std::function<response_type(exchange_env&, answers&)>;
+
+    rounds_exchange(int16_t api_key, int16_t version, size_t rounds, finisher finish)
+        : api_key_(api_key), version_(version), answers_(rounds), finish_(std::move(finish)) {}
+
+    bool on_response(exchange_env& env, protocol::frame&& response) override {
+        size_t round = received_++;
+        auto body = exchange_util::response_body(response, api_key_, version_);
+        response_type decoded;
+        if (body && messages::decode(decoded, version_, body->span()) == protocol::wire_error::none)
+            answers_[round] = std::move(decoded);
+        else
+            spdlog::warn("malformed {} v{} response from the broker for {}", protocol::api_name(api_key_), version_,
+                         env.peer);
+        if (received_ < answers_.size()) return false;
+        answer = encode_answer(finish_(env, answers_));
+        return true;
+    }
+
+    std::vector<byte_slice> encode_answer(const response_type& message) const {
+        protocol::wire_writer writer;
+        messages::encode(message, version_, writer);
+        return exchange_util::response_pieces(api_key_, version_, std::move(writer.bytes()));
+    }
+
+private:
+    int16_t api_key_;
+    int16_t version_;
+    answers answers_;
+    finisher finish_;
+    size_t received_ = 0;
+};
+
+template <typename request_type>
+void send_message(exchange_env& env, const client_request& request, int16_t api_key, const request_type& message) {
+    int16_t version = request.header.fixed.api_version;
+    protocol::wire_writer writer;
+    messages::encode(message, version, writer);
+    uint32_t length = uint32_t(writer.size());
+    std::vector<byte_slice> body{byte_slice{reactor::shared_bytes::copy_of(writer.bytes()), 0, length}};
+    send_upstream(env, api_key, version, request.header_tail, std::move(body), true);
+}
+
+// One requested partition of a partition-mapped API.
+struct mapped_entry {
+    size_t topic = 0;
+    int32_t partition = 0;   // as the client named it
+    int32_t physical = 0;
+    bool mapped = false;
+    int round = -1;          // -1: answered by the proxy with `local_error`
+    int16_t local_error = 0;
+};
+
+// Maps partitions, validates virtual ones and assigns rounds so that no round names one
+// (topic, physical partition) twice. Returns the number of rounds; sets any_mapped.
+size_t plan_entries(exchange_env& env, const std::vector<std::string>& topic_names, std::vector<mapped_entry>& entries,
+                    bool& any_mapped) {
+    std::map<std::pair<size_t, int32_t>, int> uses;
+    size_t rounds = 0;
+    any_mapped = false;
+    for (mapped_entry& entry : entries) {
+        topic_mapping mapping = env.remap.mappings.lookup(topic_names[entry.topic]);
+        entry.physical = entry.partition;
+        if (mapping.remapped()) {
+            any_mapped = true;
+            entry.mapped = true;
+            if (entry.partition < 0 || entry.partition >= mapping.virtual_partitions) {
+                entry.local_error = exchange_util::unknown_topic_or_partition;
+                bump(env.metrics.partition_errors_local);
+                continue;
+            }
+            entry.physical = entry.partition % mapping.physical_partitions;
+        }
+        entry.round = uses[{entry.topic, entry.physical}]++;
+        rounds = std::max(rounds, size_t(entry.round + 1));
+    }
+    return rounds;
+}
+
+// Finds, in one round's answer, the element for (topic name, physical partition).
+template <typename topics_type, typename name_of, typename partitions_of, typename index_of>
+auto* find_answer(topics_type& topics, const std::string& name, int32_t partition, name_of topic_name,
+                  partitions_of partitions, index_of index) {
+    using element = std::remove_reference_t<decltype(partitions(topics.front()).front())>;
+    for (auto& topic : topics) {
+        if (topic_name(topic) != name) continue;
+        for (auto& found : partitions(topic))
+            if (index(found) == partition) return &found;
+    }
+    return static_cast<element*>(nullptr);
+}
+
+std::string hint_key_for(exchange_env& env, const std::string& name) {
+    (void)env;
+    return name;
+}
+
+}  // namespace
+
+// ---- ListOffsets ----
+
+exchange_start start_list_offsets(exchange_env& env, const client_request& request) {
+    exchange_start start;
+    int16_t version = request.header.fixed.api_version;
+    messages::list_offsets_request decoded;
+    if (messages::decode(decoded, version, request.body()) != protocol::wire_error::none) return start;
+    std::vector<std::string> names;
+    std::vector<mapped_entry> entries;
+    std::vector<messages::list_offsets_request::topics_element::partitions_element> wanted;
+    for (size_t t = 0; t < decoded.topics.size(); ++t) {
+        names.push_back(decoded.topics[t].name);
+        for (const auto& partition : decoded.topics[t].partitions) {
+            entries.push_back({t, partition.partition_index});
+            wanted.push_back(partition);
+        }
+    }
+    bool any_mapped = false;
+    size_t rounds = plan_entries(env, names, entries, any_mapped);
+    if (!any_mapped) return start;
+    for (size_t round = 0; round < rounds; ++round) {
+        messages::list_offsets_request out;
+        out.replica_id = decoded.replica_id;
+        out.isolation_level = decoded.isolation_level;
+        out.timeout_ms = decoded.timeout_ms;
+        std::map<size_t, size_t> slot;
+        for (size_t index = 0; index < entries.size(); ++index) {
+            const mapped_entry& entry = entries[index];
+            if (entry.round != int(round)) continue;
+            auto found = slot.find(entry.topic);
+            if (found == slot.end()) {
+                found = slot.emplace(entry.topic, out.topics.size()).first;
+                out.topics.emplace_back();
+                out.topics.back().name = names[entry.topic];
+            }
+            auto partition = wanted[index];
+            partition.partition_index = entry.physical;
+            out.topics[found->second].partitions.push_back(partition);
+        }
+        send_message(env, request, list_offsets_key, out);
+    }
+    using response = messages::list_offsets_response;
+    auto finish = [names, entries, wanted](exchange_env& env, rounds_exchange<response>::answers& answers) {
+        response out;
+        for (const auto& name : names) {
+            out.topics.emplace_back();
+            out.topics.back().name = name;
+        }
+        for (const auto& round : answers)
+            if (round) out.throttle_time_ms = std::max(out.throttle_time_ms, round->throttle_time_ms);
+        for (size_t index = 0; index < entries.size(); ++index) {
+            const mapped_entry& entry = entries[index];
+            response::topics_element::partitions_element result;
+            result.partition_index = entry.partition;
+            result.timestamp = -1;
+            result.offset = -1;
+            result.leader_epoch = -1;
+            result.error_code = entry.local_error != 0 ? entry.local_error : exchange_util::unknown_server_error;
+            if (entry.round >= 0 && answers[size_t(entry.round)]) {
+                auto* found = find_answer(
+                    answers[size_t(entry.round)]->topics, names[entry.topic], entry.physical,
+                    [](auto& topic) -> const std::string& { return topic.name; },
+                    [](auto& topic) -> auto& { return topic.partitions; }, [](auto& p) { return p.partition_index; });
+                if (found) {
+                    result = *found;
+                    result.partition_index = entry.partition;
+                    // LATEST: the virtual partition's own end when scan-ahead learnt it (nothing
+                    // of v between that offset and the physical end).
+                    if (entry.mapped && result.error_code == 0 && wanted[index].timestamp == latest_timestamp &&
+                        result.offset >= 0) {
+                        if (auto since = env.remap.hints.empty_since(hint_key_for(env, names[entry.topic]),
+                                                                     entry.physical, entry.partition, result.offset))
+                            result.offset = *since;
+                    }
+                }
+            }
+            out.topics[entry.topic].partitions.push_back(result);
+        }
+        return out;
+    };
+    auto exchange = std::make_unique<rounds_exchange<response>>(list_offsets_key, version, rounds, finish);
+    if (rounds == 0) {
+        rounds_exchange<response>::answers none;
+        start.what = exchange_start::kind::answered;
+        start.answer = exchange->encode_answer(finish(env, none));
+        return start;
+    }
+    start.what = exchange_start::kind::pending;
+    start.exchange = std::move(exchange);
+    return start;
+}
+
+// ---- OffsetForLeaderEpoch ----
+
+exchange_start start_offset_for_leader_epoch(exchange_env& env, const client_request& request) {
+    exchange_start start;
+    int16_t version = request.header.fixed.api_version;
+    messages::offset_for_leader_epoch_request decoded;
+    if (messages::decode(decoded, version, request.body()) != protocol::wire_error::none) return start;
+    std::vector<std::string> names;
+    std::vector<mapped_entry> entries;
+    std::vector<messages::offset_for_leader_epoch_request::topics_element::partitions_element> wanted;
+    for (size_t t = 0; t < decoded.topics.size(); ++t) {
+        names.push_back(decoded.topics[t].topic);
+        for (const auto& partition : decoded.topics[t].partitions) {
+            entries.push_back({t, partition.partition});
+            wanted.push_back(partition);
+        }
+    }
+    bool any_mapped = false;
+    size_t rounds = plan_entries(env, names, entries, any_mapped);
+    if (!any_mapped) return start;
+    for (size_t round = 0; round < rounds; ++round) {
+        messages::offset_for_leader_epoch_request out;
+        out.replica_id = decoded.replica_id;
+        std::map<size_t, size_t> slot;
+        for (size_t index = 0; index < entries.size(); ++index) {
+            const mapped_entry& entry = entries[index];
+            if (entry.round != int(round)) continue;
+            auto found = slot.find(entry.topic);
+            if (found == slot.end()) {
+                found = slot.emplace(entry.topic, out.topics.size()).first;
+                out.topics.emplace_back();
+                out.topics.back().topic = names[entry.topic];
+            }
+            auto partition = wanted[index];
+            partition.partition = entry.physical;
+            out.topics[found->second].partitions.push_back(partition);
+        }
+        send_message(env, request, offset_for_leader_epoch_key, out);
+    }
+    using response = messages::offset_for_leader_epoch_response;
+    auto finish = [names, entries](exchange_env&, rounds_exchange<response>::answers& answers) {
+        response out;
+        for (const auto& name : names) {
+            out.topics.emplace_back();
+            out.topics.back().topic = name;
+        }
+        for (const auto& round : answers)
+            if (round) out.throttle_time_ms = std::max(out.throttle_time_ms, round->throttle_time_ms);
+        for (const mapped_entry& entry : entries) {
+            response::topics_element::partitions_element result;
+            result.partition = entry.partition;
+            result.leader_epoch = -1;
+            result.end_offset = -1;
+            result.error_code = entry.local_error != 0 ? entry.local_error : exchange_util::unknown_server_error;
+            if (entry.round >= 0 && answers[size_t(entry.round)]) {
+                auto* found = find_answer(
+                    answers[size_t(entry.round)]->topics, names[entry.topic], entry.physical,
+                    [](auto& topic) -> const std::string& { return topic.topic; },
+                    [](auto& topic) -> auto& { return topic.partitions; }, [](auto& p) { return p.partition; });
+                if (found) {
+                    result = *found;
+                    result.partition = entry.partition;
+                }
+            }
+            out.topics[entry.topic].partitions.push_back(result);
+        }
+        return out;
+    };
+    auto exchange = std::make_unique<rounds_exchange<response>>(offset_for_leader_epoch_key, version, rounds, finish);
+    if (rounds == 0) {
+        rounds_exchange<response>::answers none;
+        start.what = exchange_start::kind::answered;
+        start.answer = exchange->encode_answer(finish(env, none));
+        return start;
+    }
+    start.what = exchange_start::kind::pending;
+    start.exchange = std::move(exchange);
+    return start;
+}
+
+// ---- DescribeProducers ----
+
+exchange_start start_describe_producers(exchange_env& env, const client_request& request) {
+    exchange_start start;
+    int16_t version = request.header.fixed.api_version;
+    messages::describe_producers_request decoded;
+    if (messages::decode(decoded, version, request.body()) != protocol::wire_error::none) return start;
+    std::vector<std::string> names;
+    std::vector<mapped_entry> entries;
+    for (size_t t = 0; t < decoded.topics.size(); ++t) {
+        names.push_back(decoded.topics[t].name);
+        for (int32_t partition : decoded.topics[t].partition_indexes) entries.push_back({t, partition});
+    }
+    bool any_mapped = false;
+    size_t rounds = plan_entries(env, names, entries, any_mapped);
+    if (!any_mapped) return start;
+    for (size_t round = 0; round < rounds; ++round) {
+        messages::describe_producers_request out;
+        std::map<size_t, size_t> slot;
+        for (const mapped_entry& entry : entries) {
+            if (entry.round != int(round)) continue;
+            auto found = slot.find(entry.topic);
+            if (found == slot.end()) {
+                found = slot.emplace(entry.topic, out.topics.size()).first;
+                out.topics.emplace_back();
+                out.topics.back().name = names[entry.topic];
+            }
+            out.topics[found->second].partition_indexes.push_back(entry.physical);
+        }
+        send_message(env, request, describe_producers_key, out);
+    }
+    using response = messages::describe_producers_response;
+    auto finish = [names, entries](exchange_env&, rounds_exchange<response>::answers& answers) {
+        response out;
+        for (const auto& name : names) {
+            out.topics.emplace_back();
+            out.topics.back().name = name;
+        }
+        for (const auto& round : answers)
+            if (round) out.throttle_time_ms = std::max(out.throttle_time_ms, round->throttle_time_ms);
+        for (const mapped_entry& entry : entries) {
+            response::topics_element::partitions_element result;
+            result.partition_index = entry.partition;
+            result.error_code = entry.local_error != 0 ? entry.local_error : exchange_util::unknown_server_error;
+            if (entry.round >= 0 && answers[size_t(entry.round)]) {
+                auto* found = find_answer(
+                    answers[size_t(entry.round)]->topics, names[entry.topic], entry.physical,
+                    [](auto& topic) -> const std::string& { return topic.name; },
+                    [](auto& topic) -> auto& { return topic.partitions; }, [](auto& p) { return p.partition_index; });
+                if (found) {
+                    // The producers of the physical partition: every virtual one on it shares them.
+                    result = *found;
+                    result.partition_index = entry.partition;
+                }
+            }
+            out.topics[entry.topic].partitions.push_back(result);
+        }
+        return out;
+    };
+    auto exchange = std::make_unique<rounds_exchange<response>>(describe_producers_key, version, rounds, finish);
+    if (rounds == 0) {
+        rounds_exchange<response>::answers none;
+        start.what = exchange_start::kind::answered;
+        start.answer = exchange->encode_answer(finish(env, none));
+        return start;
+    }
+    start.what = exchange_start::kind::pending;
+    start.exchange = std::move(exchange);
+    return start;
+}
+
+// ---- DeleteRecords: refused on mapped topics (it would truncate the neighbours) ----
+
+exchange_start start_delete_records(exchange_env& env, const client_request& request) {
+    exchange_start start;
+    int16_t version = request.header.fixed.api_version;
+    messages::delete_records_request decoded;
+    if (messages::decode(decoded, version, request.body()) != protocol::wire_error::none) return start;
+    std::vector<bool> refused;
+    messages::delete_records_request forwarded;
+    forwarded.timeout_ms = decoded.timeout_ms;
+    for (const auto& topic : decoded.topics) {
+        bool mapped = env.remap.mappings.lookup(topic.name).remapped();
+        refused.push_back(mapped);
+        if (!mapped) forwarded.topics.push_back(topic);
+    }
+    if (std::none_of(refused.begin(), refused.end(), [](bool value) { return value; })) return start;
+    for (const auto& topic : decoded.topics)
+        if (env.remap.mappings.lookup(topic.name).remapped())
+            spdlog::warn("DeleteRecords from {} on mapped topic '{}' refused: it would delete other virtual "
+                         "partitions' records too",
+                         env.peer, topic.name);
+    using response = messages::delete_records_response;
+    auto finish = [decoded, refused](exchange_env& env, rounds_exchange<response>::answers& answers) {
+        response out;
+        if (!answers.empty() && answers[0]) out.throttle_time_ms = answers[0]->throttle_time_ms;
+        for (size_t t = 0; t < decoded.topics.size(); ++t) {
+            const auto& topic = decoded.topics[t];
+            if (!refused[t] && !answers.empty() && answers[0]) {
+                for (const auto& answered : answers[0]->topics)
+                    if (answered.name == topic.name) out.topics.push_back(answered);
+                continue;
+            }
+            out.topics.emplace_back();
+            out.topics.back().name = topic.name;
+            for (const auto& partition : topic.partitions) {
+                response::topics_element::partitions_element result;
+                result.partition_index = partition.partition_index;
+                result.low_watermark = -1;
+                result.error_code = refused[t] ? exchange_util::policy_violation : exchange_util::unknown_server_error;
+                if (refused[t]) bump(env.metrics.partition_errors_local);
+                out.topics.back().partitions.push_back(result);
+            }
+        }
+        return out;
+    };
+    bool send = !forwarded.topics.empty();
+    auto exchange = std::make_unique<rounds_exchange<response>>(delete_records_key, version, send ? 1 : 0, finish);
+    if (!send) {
+        rounds_exchange<response>::answers none;
+        start.what = exchange_start::kind::answered;
+        start.answer = exchange->encode_answer(finish(env, none));
+        return start;
+    }
+    send_message(env, request, delete_records_key, forwarded);
+    start.what = exchange_start::kind::pending;
+    start.exchange = std::move(exchange);
+    return start;
+}
+
+// ---- CreatePartitions: virtual counts live in the config ----
+
+exchange_start start_create_partitions(exchange_env& env, const client_request& request) {
+    exchange_start start;
+    int16_t version = request.header.fixed.api_version;
+    messages::create_partitions_request decoded;
+    if (messages::decode(decoded, version, request.body()) != protocol::wire_error::none) return start;
+    std::vector<bool> refused;
+    messages::create_partitions_request forwarded = decoded;
+    forwarded.topics.clear();
+    for (const auto& topic : decoded.topics) {
+        bool mapped = env.remap.mappings.lookup(topic.name).remapped();
+        refused.push_back(mapped);
+        if (!mapped) forwarded.topics.push_back(topic);
+    }
+    if (std::none_of(refused.begin(), refused.end(), [](bool value) { return value; })) return start;
+    using response = messages::create_partitions_response;
+    auto finish = [decoded, refused](exchange_env&, rounds_exchange<response>::answers& answers) {
+        response out;
+        if (!answers.empty() && answers[0]) out.throttle_time_ms = answers[0]->throttle_time_ms;
+        for (size_t t = 0; t < decoded.topics.size(); ++t) {
+            const auto& topic = decoded.topics[t];
+            response::results_element result;
+            result.name = topic.name;
+            if (refused[t]) {
+                result.error_code = exchange_util::invalid_request;
+                result.error_message = "topic '" + topic.name +
+                                       "' is mapped to virtual partitions by kafka-partition-proxy: its partition "
+                                       "count is set by mapping.virtual_partitions in the proxy config";
+            } else {
+                result.error_code = exchange_util::unknown_server_error;
+                if (!answers.empty() && answers[0])
+                    for (const auto& answered : answers[0]->results)
+                        if (answered.name == topic.name) result = answered;
+            }
+            out.results.push_back(result);
+        }
+        return out;
+    };
+    bool send = !forwarded.topics.empty();
+    auto exchange = std::make_unique<rounds_exchange<response>>(create_partitions_key, version, send ? 1 : 0, finish);
+    if (!send) {
+        rounds_exchange<response>::answers none;
+        start.what = exchange_start::kind::answered;
+        start.answer = exchange->encode_answer(finish(env, none));
+        return start;
+    }
+    send_message(env, request, create_partitions_key, forwarded);
+    start.what = exchange_start::kind::pending;
+    start.exchange = std::move(exchange);
+    return start;
+}
+
+// ---- CreateTopics: a mapped name gets P physical partitions; the client is told V ----
+
+exchange_start start_create_topics(exchange_env& env, const client_request& request) {
+    exchange_start start;
+    int16_t version = request.header.fixed.api_version;
+    messages::create_topics_request decoded;
+    if (messages::decode(decoded, version, request.body()) != protocol::wire_error::none) return start;
+    std::map<std::string, topic_mapping> mapped;
+    for (auto& topic : decoded.topics) {
+        topic_mapping mapping = env.remap.mappings.lookup(topic.name);
+        if (!mapping.remapped()) continue;
+        mapped[topic.name] = mapping;
+        topic.num_partitions = mapping.physical_partitions;
+        topic.assignments.clear();  // a manual assignment of virtual partitions means nothing to the broker
+    }
+    if (mapped.empty()) return start;
+    send_message(env, request, create_topics_key, decoded);
+    using response = messages::create_topics_response;
+    auto finish = [mapped](exchange_env&, rounds_exchange<response>::answers& answers) {
+        response out;
+        if (answers[0]) out = *answers[0];
+        for (auto& topic : out.topics) {
+            auto found = mapped.find(topic.name);
+            if (found != mapped.end() && topic.error_code == 0 && topic.num_partitions > 0)
+                topic.num_partitions = found->second.virtual_partitions;
+        }
+        return out;
+    };
+    start.what = exchange_start::kind::pending;
+    start.exchange = std::make_unique<rounds_exchange<response>>(create_topics_key, version, 1, finish);
+    return start;
+}
+
+}  // namespace kpp::handlers

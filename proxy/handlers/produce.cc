@@ -1,0 +1,330 @@
+// Produce to virtual partitions (DESIGN.md section 2, "Produce"): every record gets the tag
+// of its virtual partition (uncompressed batches spliced, compressed ones recompressed with
+// their codec), and entries whose physical partitions collide go out as successive physical
+// requests on the same connection (a broker keeps only the last entry for a partition named
+// twice). The answers are merged back in the client's order with its partition numbers.
+// A request that names no mapped topic is forwarded unchanged.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <map>
+
+#include "protocol/api.h"
+#include "protocol/kpp_messages.h"
+#include "protocol/record_batch.h"
+#include "protocol/tag_rewrite.h"
+#include "proxy/exchange.h"
+#include "proxy/handlers.h"
+#include "proxy/shard_server.h"
+#include "remap/produce_plan.h"
+
+namespace kpp::handlers {
+namespace {
+
+namespace messages = protocol::messages;
+using reactor::byte_slice;
+
+struct partition_view {
+    int32_t index = 0;
+    bool records_null = true;
+    size_t records_at = 0;  // offset in the whole request
+    size_t records_bytes = 0;
+};
+
+struct topic_view {
+    std::string_view name;
+    std::vector<partition_view> partitions;
+};
+
+struct produce_view {
+    std::optional<std::string_view> transactional_id;
+    int16_t acks = 0;
+    int32_t timeout_ms = 0;
+    std::vector<topic_view> topics;
+};
+
+bool parse_produce(const client_request& request, produce_view& view) {
+    int16_t version = request.header.fixed.api_version;
+    bool flexible = version >= 9;
+    std::span<const std::byte> whole = request.whole.span();
+    protocol::wire_reader reader(request.body());
+    view.transactional_id = reader.read_string(flexible, true);
+    view.acks = reader.read_int16();
+    view.timeout_ms = reader.read_int32();
+    int32_t topics = reader.read_array_length(flexible, false);
+    for (int32_t t = 0; t < topics && reader.ok(); ++t) {
+        topic_view topic;
+        topic.name = reader.read_string(flexible, false).value_or(std::string_view{});
+        int32_t partitions = reader.read_array_length(flexible, false);
+        for (int32_t p = 0; p < partitions && reader.ok(); ++p) {
+            partition_view partition;
+            partition.index = reader.read_int32();
+            auto records = reader.read_bytes_field(flexible, true);
+            if (records) {
+                partition.records_null = false;
+                partition.records_at = size_t(records->data() - whole.data());
+                partition.records_bytes = records->size();
+            }
+            if (flexible) reader.skip_tagged_fields();
+            topic.partitions.push_back(partition);
+        }
+        if (flexible) reader.skip_tagged_fields();
+        view.topics.push_back(std::move(topic));
+    }
+    if (flexible) reader.skip_tagged_fields();
+    return reader.ok();
+}
+
+struct entry_state {
+    size_t topic = 0;        // client topic index
+    int32_t partition = 0;   // as the client named it
+    int32_t physical = 0;
+    int round = -1;          // the physical request carrying it; -1: answered by the proxy
+    int16_t local_error = 0;
+    std::string local_message;
+    std::vector<byte_slice> records;  // what goes upstream
+    bool records_null = false;
+};
+
+class produce_exchange final : public request_exchange {
+public:
+    produce_exchange(int16_t version, std::vector<std::string> topic_names, std::vector<entry_state> entries,
+                     size_t rounds)
+        : version_(version), topic_names_(std::move(topic_names)), entries_(std::move(entries)), answers_(rounds) {}
+
+    bool on_response(exchange_env& env, protocol::frame&& response) override;
+    std::vector<byte_slice> build(exchange_env& env);
+
+private:
+    int16_t version_;
+    std::vector<std::string> topic_names_;
+    std::vector<entry_state> entries_;
+    std::vector<std::optional<messages::produce_response>> answers_;
+    size_t received_ = 0;
+};
+
+bool produce_exchange::on_response(exchange_env& env, protocol::frame&& response) {
+    size_t round = received_++;
+    auto body = exchange_util::response_body(response, protocol::api_key::produce, version_);
+    messages::produce_response decoded;
+    if (body && messages::decode(decoded, version_, body->span()) == protocol::wire_error::none)
+        answers_[round] = std::move(decoded);
+    else
+        spdlog::warn("malformed Produce v{} response from the broker for {}: partitions answered UNKNOWN_SERVER_ERROR",
+                     version_, env.peer);
+    if (received_ < answers_.size()) return false;
+    answer = build(env);
+    return true;
+}
+
+std::vector<byte_slice> produce_exchange::build(exchange_env& env) {
+    messages::produce_response out;
+    std::map<int32_t, messages::produce_response::node_endpoints_element> nodes;
+    for (const auto& round : answers_) {
+        if (!round) continue;
+        out.throttle_time_ms = std::max(out.throttle_time_ms, round->throttle_time_ms);
+        for (const auto& node : round->node_endpoints) nodes[node.node_id] = node;
+    }
+    for (size_t t = 0; t < topic_names_.size(); ++t) {
+        out.responses.emplace_back();
+        out.responses.back().name = topic_names_[t];
+    }
+    for (const entry_state& entry : entries_) {
+        auto& topic = out.responses[entry.topic];
+        messages::produce_response::responses_element::partition_responses_element result;
+        result.index = entry.partition;
+        result.base_offset = -1;
+        result.log_append_time_ms = -1;
+        result.log_start_offset = -1;
+        if (entry.round < 0) {
+            result.error_code = entry.local_error;
+            if (!entry.local_message.empty()) result.error_message = entry.local_message;
+            topic.partition_responses.push_back(std::move(result));
+            continue;
+        }
+        result.error_code = exchange_util::unknown_server_error;
+        if (const auto& round = answers_[size_t(entry.round)]) {
+            for (const auto& answered_topic : round->responses) {
+                if (answered_topic.name != topic_names_[entry.topic]) continue;
+                for (const auto& answered : answered_topic.partition_responses) {
+                    if (answered.index != entry.physical) continue;
+                    result = answered;
+                    result.index = entry.partition;
+                }
+            }
+        }
+        topic.partition_responses.push_back(std::move(result));
+    }
+    for (auto& [node_id, node] : nodes) {
+        auto port = broker_port_of(env.server.config().listen, node_id);
+        node.host = env.server.advertised().host;
+        node.port = port ? int32_t(*port) : 0;
+        out.node_endpoints.push_back(node);
+    }
+    protocol::wire_writer writer;
+    messages::encode(out, version_, writer);
+    return exchange_util::response_pieces(protocol::api_key::produce, version_, std::move(writer.bytes()));
+}
+
+// Tags every batch of one partition's records; false (with the entry's error set) when a
+// batch cannot be tagged.
+bool tag_records(exchange_env& env, const client_request& request, const partition_view& partition,
+                 int32_t virtual_partition, entry_state& entry) {
+    byte_slice field{request.whole.owner, uint32_t(request.whole.offset + partition.records_at),
+                     uint32_t(partition.records_bytes)};
+    protocol::batch_iterator batches(field.span());
+    protocol::batch_entry batch;
+    protocol::tag_rewrite_options options;
+    options.tag_key = env.remap.tag_key;
+    while (batches.next(batch)) {
+        if (batch.magic != 2) {
+            entry.local_error = exchange_util::corrupt_message;
+            entry.local_message = "record batches older than magic 2 cannot carry a virtual partition tag";
+            return false;
+        }
+        byte_slice one{field.owner, uint32_t(field.offset + batch.offset_in_field), uint32_t(batch.bytes.size())};
+        auto rewritten = protocol::rewrite_batch_tag(one, virtual_partition, options);
+        if (!rewritten.ok()) {
+            entry.local_error = exchange_util::corrupt_message;
+            entry.local_message = std::string("record batch refused by the proxy: ") + protocol::to_string(rewritten.error);
+            return false;
+        }
+        bump(env.metrics.produce_tagged_batches);
+        for (auto& piece : rewritten.pieces) entry.records.push_back(std::move(piece));
+    }
+    if (batches.error() != protocol::batch_error::none || batches.partial()) {
+        entry.local_error = exchange_util::corrupt_message;
+        entry.local_message = "records field does not end on a record batch boundary";
+        return false;
+    }
+    return true;
+}
+
+void write_round(piece_builder& out, const produce_view& view, int16_t version,
+                 const std::vector<std::string>& topic_names, const std::vector<entry_state*>& entries) {
+    bool flexible = version >= 9;
+    auto& writer = out.writer();
+    writer.write_string(view.transactional_id, flexible);
+    writer.write_int16(view.acks);
+    writer.write_int32(view.timeout_ms);
+    // Topics in order of first appearance, each with its entries of this round.
+    std::vector<size_t> topic_order;
+    for (const entry_state* entry : entries)
+        if (std::find(topic_order.begin(), topic_order.end(), entry->topic) == topic_order.end())
+            topic_order.push_back(entry->topic);
+    writer.write_array_length(int32_t(topic_order.size()), flexible);
+    for (size_t topic : topic_order) {
+        writer.write_string(topic_names[topic], flexible);
+        int32_t count = int32_t(std::count_if(entries.begin(), entries.end(),
+                                              [&](const entry_state* entry) { return entry->topic == topic; }));
+        writer.write_array_length(count, flexible);
+        for (const entry_state* entry : entries) {
+            if (entry->topic != topic) continue;
+            writer.write_int32(entry->physical);
+            if (entry->records_null) {
+                if (flexible)
+                    writer.write_unsigned_varint(0);
+                else
+                    writer.write_int32(-1);
+            } else {
+                size_t size = 0;
+                for (const auto& piece : entry->records) size += piece.length;
+                if (flexible)
+                    writer.write_unsigned_varint(uint32_t(size + 1));
+                else
+                    writer.write_int32(int32_t(size));
+                out.append(entry->records);
+            }
+            if (flexible) out.writer().write_empty_tagged_fields();
+        }
+        if (flexible) out.writer().write_empty_tagged_fields();
+    }
+    if (flexible) out.writer().write_empty_tagged_fields();
+}
+
+}  // namespace
+
+exchange_start start_produce(exchange_env& env, const client_request& request) {
+    exchange_start start;
+    int16_t version = request.header.fixed.api_version;
+    produce_view view;
+    if (!parse_produce(request, view)) return start;  // validated already; forwarding lets the broker judge
+    bool any_mapped = std::any_of(view.topics.begin(), view.topics.end(), [&](const topic_view& topic) {
+        return env.remap.mappings.lookup(topic.name).remapped();
+    });
+    if (!any_mapped) return start;
+
+    std::vector<std::string> topic_names;
+    std::vector<produce_entry> planned_input;
+    std::vector<entry_state> entries;
+    for (size_t t = 0; t < view.topics.size(); ++t) {
+        topic_names.emplace_back(view.topics[t].name);
+        for (const auto& partition : view.topics[t].partitions) {
+            planned_input.push_back({view.topics[t].name, partition.index});
+            entry_state entry;
+            entry.topic = t;
+            entry.partition = partition.index;
+            entries.push_back(std::move(entry));
+        }
+    }
+    produce_plan plan = plan_produce(planned_input, [&](std::string_view topic) { return env.remap.mappings.lookup(topic); });
+    for (size_t index : plan.rejected) {
+        entries[index].local_error = exchange_util::unknown_topic_or_partition;
+        entries[index].local_message = "virtual partition " + std::to_string(entries[index].partition) +
+                                       " does not exist in topic " + topic_names[entries[index].topic];
+        bump(env.metrics.partition_errors_local);
+    }
+    // Views of each entry's partition, in the same flattened order.
+    std::vector<const partition_view*> partitions;
+    for (const auto& topic : view.topics)
+        for (const auto& partition : topic.partitions) partitions.push_back(&partition);
+
+    std::vector<std::vector<entry_state*>> rounds;
+    for (const auto& round : plan.rounds) {
+        std::vector<entry_state*> sent;
+        for (const planned_entry& planned : round) {
+            entry_state& entry = entries[planned.entry_index];
+            const partition_view& partition = *partitions[planned.entry_index];
+            entry.physical = planned.physical_partition;
+            entry.records_null = partition.records_null;
+            if (!partition.records_null) {
+                if (planned.tag) {
+                    if (!tag_records(env, request, partition, entry.partition, entry)) {
+                        bump(env.metrics.partition_errors_local);
+                        continue;
+                    }
+                } else {
+                    entry.records.push_back(byte_slice{request.whole.owner,
+                                                       uint32_t(request.whole.offset + partition.records_at),
+                                                       uint32_t(partition.records_bytes)});
+                }
+            }
+            sent.push_back(&entry);
+        }
+        if (sent.empty()) continue;
+        for (entry_state* entry : sent) entry->round = int(rounds.size());
+        rounds.push_back(std::move(sent));
+    }
+    bool expects_response = view.acks != 0;
+    if (rounds.size() > 1) bump(env.metrics.produce_extra_requests, rounds.size() - 1);
+    for (const auto& round : rounds) {
+        piece_builder body;
+        write_round(body, view, version, topic_names, round);
+        send_upstream(env, protocol::api_key::produce, version, request.header_tail, body.finish(), expects_response);
+    }
+    if (!expects_response) {
+        start.what = exchange_start::kind::no_answer;
+        return start;
+    }
+    auto exchange = std::make_unique<produce_exchange>(version, std::move(topic_names), std::move(entries), rounds.size());
+    if (rounds.empty()) {
+        start.what = exchange_start::kind::answered;
+        start.answer = exchange->build(env);
+        return start;
+    }
+    start.what = exchange_start::kind::pending;
+    start.exchange = std::move(exchange);
+    return start;
+}
+
+}  // namespace kpp::handlers

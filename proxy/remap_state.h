@@ -1,0 +1,54 @@
+// What one core needs to present virtual partitions: the mapping registry (memoised per
+// core), the skip hints of scan-ahead (soft state, per core), and the topic names behind
+// the topic ids clients use from Fetch v13 on (shared by all cores: a client may learn an
+// id from a Metadata answer on one core and fetch with it on another).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "proxy/config.h"
+#include "remap/mapping.h"
+#include "remap/skip_hints.h"
+
+namespace kpp {
+
+using topic_uuid = std::array<uint8_t, 16>;
+
+// Topic id -> name, learned from every Metadata answer that passes through. Bounded: a
+// forgotten id only makes one Fetch answer UNKNOWN_TOPIC_ID, after which the client asks
+// for metadata again.
+class topic_names {
+public:
+    static constexpr size_t entries_max = 100000;
+
+    void learn(const topic_uuid& id, std::string_view name);
+    std::optional<std::string> find(const topic_uuid& id) const;
+
+private:
+    struct uuid_hash {
+        size_t operator()(const topic_uuid& id) const;
+    };
+    mutable std::shared_mutex lock_;
+    std::unordered_map<topic_uuid, std::string, uuid_hash> names_;
+};
+
+struct remap_state {
+    remap_state(const proxy_config& config, topic_names& names)
+        : mappings(config.mapping), names(names), tag_key(config.mapping.tag_header) {}
+
+    mapping_registry mappings;
+    skip_hints hints;
+    topic_names& names;
+    std::string tag_key;
+    // Topics covered only by the default whose physical count is not P: warned about once.
+    std::unordered_set<std::string> default_mismatch_warned;
+};
+
+}  // namespace kpp
