@@ -357,6 +357,39 @@ TEST(fetch_demux, configured_tag_key_is_used) {
     EXPECT_TRUE(result.partitions[2].ranges.empty());
 }
 
+// The receive buffers of a response cut a records field anywhere: the piecewise walk must
+// agree with the contiguous one for every cut, including cuts inside batch headers, and
+// with a partial tail.
+TEST(fetch_demux, pieces_agree_with_the_contiguous_field_for_every_cut) {
+    field_builder field;
+    field.add(tagged(0, 3, 1)).add(untagged(3, 2)).add(tagged(5, 1, 9)).add(control_marker(6)).add(tagged(7, 4, 5));
+    field.add_cut(tagged(11, 2, 1), 30);
+    std::vector<demux_request> requests{{1, 0}, {5, 4}, {9, 0}};
+    demux_result whole = demux_fetch_records(field.bytes, mapping_on_p1(), requests, 0);
+    std::vector<std::byte> scratch;
+    std::span<const std::byte> bytes(field.bytes);
+    for (size_t first_cut = 0; first_cut <= bytes.size(); first_cut += 7) {
+        for (size_t second_cut = first_cut; second_cut <= bytes.size(); second_cut += 13) {
+            std::vector<std::span<const std::byte>> pieces{bytes.first(first_cut),
+                                                           bytes.subspan(first_cut, second_cut - first_cut),
+                                                           bytes.subspan(second_cut)};
+            demux_result split = demux_fetch_records(pieces, mapping_on_p1(), requests, 0, scratch);
+            ASSERT_EQ(split.partitions.size(), whole.partitions.size());
+            for (size_t index = 0; index < whole.partitions.size(); ++index) {
+                EXPECT_EQ(split.partitions[index].ranges, whole.partitions[index].ranges)
+                    << "cuts at " << first_cut << " and " << second_cut;
+                EXPECT_EQ(split.partitions[index].last_offset, whole.partitions[index].last_offset);
+            }
+            EXPECT_EQ(split.next_fetch_offset, whole.next_fetch_offset);
+            EXPECT_EQ(split.partial_tail, whole.partial_tail);
+            EXPECT_EQ(split.partial_tail_at, whole.partial_tail_at);
+            EXPECT_EQ(split.counts.bytes_delivered, whole.counts.bytes_delivered);
+        }
+    }
+    EXPECT_TRUE(whole.partial_tail);
+    EXPECT_EQ(whole.next_fetch_offset, 11);
+}
+
 TEST(fetch_demux, empty_field_and_no_requests) {
     std::vector<demux_request> requests{{5, 42}};
     demux_result result = demux_fetch_records({}, mapping_on_p1(), requests, 42);

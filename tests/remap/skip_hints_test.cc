@@ -26,6 +26,19 @@ TEST(skip_hints, offset_inside_a_range_resumes_at_its_end) {
     EXPECT_EQ(hints.resume_offset("orders", 1, 5, 500), 500);
 }
 
+// ListOffsets LATEST asks where v's own end lies: the start of the empty range that reaches
+// the physical end.
+TEST(skip_hints, empty_since_finds_the_range_reaching_an_offset) {
+    skip_hints hints(16);
+    EXPECT_EQ(hints.empty_since("orders", 1, 5, 300), std::nullopt);
+    hints.record("orders", 1, 5, 100, 200);
+    EXPECT_EQ(hints.empty_since("orders", 1, 5, 200), 100);
+    EXPECT_EQ(hints.empty_since("orders", 1, 5, 150), 100);  // v is empty in [100, 150) too
+    EXPECT_EQ(hints.empty_since("orders", 1, 5, 201), std::nullopt);  // 200 itself is unknown
+    EXPECT_EQ(hints.empty_since("orders", 1, 5, 100), std::nullopt);  // an empty range, nothing known
+    EXPECT_EQ(hints.empty_since("orders", 1, 9, 200), std::nullopt);
+}
+
 TEST(skip_hints, keys_do_not_leak_into_each_other) {
     skip_hints hints(16);
     hints.record("orders", 1, 5, 100, 200);
