@@ -49,6 +49,8 @@ struct remap_state {
     std::string tag_key;
     // Topics covered only by the default whose physical count is not P: warned about once.
     std::unordered_set<std::string> default_mismatch_warned;
+    // Topics whose records carry a tag outside [0, V) (V lowered, or written around the proxy).
+    std::unordered_set<std::string> foreign_tag_warned;
 };
 
 }  // namespace kpp

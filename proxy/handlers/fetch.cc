@@ -443,6 +443,12 @@ void fetch_exchange::absorb(exchange_env& env, const protocol::frame& frame, fet
     if (result.first_error != protocol::batch_error::none)
         spdlog::warn("fetch from {} partition {}: {} at byte {} of the records; delivered what came before",
                      named.name, physical.partition, protocol::to_string(result.first_error), result.error_at);
+    if (result.counts.foreign_tag_batches > 0 && env.remap.foreign_tag_warned.size() < 10000 &&
+        env.remap.foreign_tag_warned.insert(named.name).second)
+        spdlog::warn("topic '{}' partition {} holds record batches tagged with a virtual partition outside [0, {}) "
+                     "or not living on it (was mapping.virtual_partitions lowered, or were they written around the "
+                     "proxy?): they are delivered to no one",
+                     named.name, physical.partition, named.mapping.virtual_partitions);
     bool progress = result.next_fetch_offset > physical.fetch_offset;
     int64_t next = std::min(result.next_fetch_offset, answer.high_watermark);
     bool at_end = !result.partial_tail && result.first_error == protocol::batch_error::none &&
