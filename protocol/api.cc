@@ -80,11 +80,15 @@ std::optional<version_range> proxy_rewrite_range(int16_t key) {
         case api_key::find_coordinator: return version_range{0, 6};
         case api_key::describe_cluster: return version_range{0, 2};
         case api_key::api_versions: return version_range{0, 4};
+        // Only the highest versions are narrowed: clients derive features from the lowest
+        // ones (librdkafka turns gzip, snappy and lz4 off unless Produce v0 and Fetch v2 are
+        // listed). A request to a mapped topic below the rebuilt versions is refused.
         // Rebuilt for virtual partitions (acks=0 has no response): v13 names topics by id.
-        case api_key::produce: return version_range{3, 12};
-        // Filtered and rebuilt for virtual partitions: magic 2 records from v4; v17+ not yet.
-        case api_key::fetch: return version_range{4, 16};
-        case api_key::list_offsets: return version_range{1, 10};
+        case api_key::produce: return version_range{0, 12};
+        // Filtered and rebuilt for virtual partitions from v4; v17+ not yet.
+        case api_key::fetch: return version_range{0, 16};
+        case api_key::list_offsets: return version_range{0, 10};
+        case api_key::offset_fetch: return version_range{0, 10};
         case 19 /* CreateTopics */: return version_range{0, 7};
         case 21 /* DeleteRecords */: return version_range{0, 2};
         case 23 /* OffsetForLeaderEpoch */: return version_range{0, 4};

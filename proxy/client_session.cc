@@ -113,6 +113,11 @@ bool client_session::start_exchange(exchange_starter start, const protocol::fram
     exchange_env env = make_env(sequence);
     exchange_start started = start(env, incoming);
     if (started.what == exchange_start::kind::forward) return false;
+    if (started.what == exchange_start::kind::refuse) {
+        bump(server_.metrics().requests_rejected);
+        abort(started.reason);
+        return true;
+    }
     if (started.what == exchange_start::kind::no_answer) return true;
     response_slot slot;
     slot.client_correlation_id = header.correlation_id;

@@ -117,6 +117,55 @@ void slices_of(const protocol::frame& frame, size_t offset, size_t length, std::
     }
 }
 
+std::optional<std::vector<std::string>> old_request_topics(int16_t api_key, int16_t version,
+                                                           std::span<const std::byte> body) {
+    protocol::wire_reader reader(body);
+    size_t partition_bytes = 0;  // each partition entry's fixed part
+    bool records = false;
+    if (api_key == protocol::api_key::produce) {
+        reader.read_int16();  // acks
+        reader.read_int32();  // timeout
+        partition_bytes = 4;
+        records = true;
+    } else if (api_key == protocol::api_key::fetch) {
+        reader.skip(version >= 3 ? 16 : 12);  // replica id, max wait, min bytes (, max bytes)
+        partition_bytes = 16;
+    } else if (api_key == protocol::api_key::list_offsets) {
+        reader.read_int32();  // replica id
+        partition_bytes = 16;
+    } else {
+        return std::nullopt;
+    }
+    std::vector<std::string> names;
+    int32_t topics = reader.read_array_length(false, false);
+    for (int32_t t = 0; t < topics && reader.ok(); ++t) {
+        names.emplace_back(reader.read_string(false, false).value_or(std::string_view{}));
+        int32_t partitions = reader.read_array_length(false, false);
+        for (int32_t p = 0; p < partitions && reader.ok(); ++p) {
+            reader.skip(partition_bytes);
+            if (records) reader.skip_bytes_field(false, true);
+        }
+    }
+    if (!reader.ok()) return std::nullopt;
+    return names;
+}
+
+exchange_start refuse_old_version_if_mapped(exchange_env& env, const client_request& request) {
+    exchange_start start;
+    int16_t key = request.header.fixed.api_key;
+    int16_t version = request.header.fixed.api_version;
+    auto names = old_request_topics(key, version, request.body());
+    if (!names) return start;
+    for (const auto& name : *names) {
+        if (!env.remap.mappings.lookup(name).remapped()) continue;
+        start.what = exchange_start::kind::refuse;
+        start.reason = std::string(protocol::api_name(key)) + " v" + std::to_string(version) + " names mapped topic '" +
+                       name + "': virtual partitions need a newer version (Produce v3+, Fetch v4+, ListOffsets v1+)";
+        return start;
+    }
+    return start;
+}
+
 std::vector<std::span<const std::byte>> spans_of(const protocol::frame& frame, size_t offset, size_t length) {
     std::vector<reactor::byte_slice> slices;
     slices_of(frame, offset, length, slices);

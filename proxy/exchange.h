@@ -54,8 +54,10 @@ struct exchange_start {
         forward,   // no rewriting needed: forward the client's request unchanged
         answered,  // the proxy answers by itself: `answer` holds the response
         pending,   // requests went upstream; `exchange` completes the response
-        no_answer  // requests went upstream and the client expects no response (acks=0)
+        no_answer, // requests went upstream and the client expects no response (acks=0)
+        refuse     // a request the proxy cannot serve without breaking the illusion: close, log `reason`
     } what = kind::forward;
+    std::string reason;
     std::unique_ptr<request_exchange> exchange;
     std::vector<reactor::byte_slice> answer;
 };
@@ -92,6 +94,13 @@ private:
 
 // Helpers shared by the exchanges.
 namespace exchange_util {
+// For requests older than the versions the proxy rebuilds (Produce v0-2, Fetch v0-3,
+// ListOffsets v0; real clients pick the newest they share with the broker): the topics
+// named, read from the old layouts. nullopt when the body does not parse.
+std::optional<std::vector<std::string>> old_request_topics(int16_t api_key, int16_t version,
+                                                           std::span<const std::byte> body);
+// `refuse` when an old-version request names a mapped topic, else `forward`.
+exchange_start refuse_old_version_if_mapped(exchange_env& env, const client_request& request);
 // Encodes a response header tail (tagged fields for flexible versions) plus `body`.
 std::vector<reactor::byte_slice> response_pieces(int16_t api_key, int16_t version, std::vector<std::byte>&& body);
 // The body of a response frame, past correlation id and header tagged fields, contiguous.

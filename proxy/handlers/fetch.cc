@@ -625,7 +625,7 @@ std::vector<byte_slice> fetch_exchange::build(exchange_env& env) {
 exchange_start start_fetch(exchange_env& env, const client_request& request) {
     exchange_start start;
     int16_t version = request.header.fixed.api_version;
-    if (version < 4) return start;  // not advertised; the broker judges
+    if (version < 4) return exchange_util::refuse_old_version_if_mapped(env, request);
     messages::fetch_request decoded;
     if (messages::decode(decoded, version, request.body()) != protocol::wire_error::none) return start;
     int32_t decoded_session_id = decoded.session_id;

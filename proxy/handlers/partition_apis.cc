@@ -140,6 +140,7 @@ std::string hint_key_for(exchange_env& env, const std::string& name) {
 exchange_start start_list_offsets(exchange_env& env, const client_request& request) {
     exchange_start start;
     int16_t version = request.header.fixed.api_version;
+    if (version < 1) return exchange_util::refuse_old_version_if_mapped(env, request);
     messages::list_offsets_request decoded;
     if (messages::decode(decoded, version, request.body()) != protocol::wire_error::none) return start;
     std::vector<std::string> names;

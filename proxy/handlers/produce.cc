@@ -247,6 +247,7 @@ void write_round(piece_builder& out, const produce_view& view, int16_t version,
 exchange_start start_produce(exchange_env& env, const client_request& request) {
     exchange_start start;
     int16_t version = request.header.fixed.api_version;
+    if (version < 3) return exchange_util::refuse_old_version_if_mapped(env, request);
     produce_view view;
     if (!parse_produce(request, view)) return start;  // validated already; forwarding lets the broker judge
     bool any_mapped = std::any_of(view.topics.begin(), view.topics.end(), [&](const topic_view& topic) {

@@ -272,18 +272,19 @@ TEST(api_versions, ranges_are_intersected_and_unknown_keys_kept) {
         ASSERT_EQ(result.error, wire_error::none);
         auto entries = decode_api_versions(result.message, version >= 3);
         std::vector<std::array<int16_t, 3>> expected{
-            {0, 3, 11},     // Produce: acks are read from v3 on
+            {0, 0, 11},     // Produce: the broker's lowest version stays (clients derive features from it)
             {3, 0, 12},     // Metadata: the proxy rewrites up to v12
             {17, 1, 1},     // SaslHandshake v0 would switch to raw SASL frames
             {18, 0, 4},     // ApiVersions
-            {1, 4, 16},     // Fetch: rebuilt for virtual partitions from v4 to v16
+            {1, 0, 16},     // Fetch: rebuilt for virtual partitions up to v16
             {1000, 2, 5}};  // an unknown key passes through
         EXPECT_EQ(entries, expected) << "v" << version;
     }
 }
 
 TEST(api_versions, withheld_and_empty_intersections_are_dropped) {
-    auto original = api_versions_response(3, 0, {{0, 0, 2}, {60, 0, 1}, {68, 0, 1}});
+    // SaslHandshake v0 only: the proxy cannot serve raw SASL frames, nothing is left.
+    auto original = api_versions_response(3, 0, {{17, 0, 0}, {60, 0, 1}, {68, 0, 1}});
     auto result = rewrite_api_versions_response(original, 3, [](int16_t key) { return key == 68; });
     ASSERT_EQ(result.error, wire_error::none);
     auto entries = decode_api_versions(result.message, true);
