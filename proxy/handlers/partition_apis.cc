@@ -128,6 +128,47 @@ auto* find_answer(topics_type& topics, const std::string& name, int32_t partitio
     return static_cast<element*>(nullptr);
 }
 
+// Starts the exchange: answered at once when nothing needs the broker, else pending.
+template <typename response_type>
+exchange_start launch(exchange_env& env, int16_t api_key, int16_t version, size_t rounds,
+                      typename rounds_exchange<response_type>::finisher finish) {
+    exchange_start start;
+    auto exchange = std::make_unique<rounds_exchange<response_type>>(api_key, version, rounds, finish);
+    if (rounds == 0) {
+        typename rounds_exchange<response_type>::answers none;
+        start.what = exchange_start::kind::answered;
+        start.answer = exchange->encode_answer(finish(env, none));
+        return start;
+    }
+    start.what = exchange_start::kind::pending;
+    start.exchange = std::move(exchange);
+    return start;
+}
+
+// Sends one request per round, each naming the entries of that round with their physical
+// partition: `add_topic(message, name)` appends a topic and returns it,
+// `add_partition(topic, entry_index, physical)` appends one partition to it.
+template <typename request_type, typename add_topic_type, typename add_partition_type>
+void send_rounds(exchange_env& env, const client_request& request, int16_t api_key, size_t rounds,
+                 const request_type& base, const std::vector<std::string>& names, const std::vector<mapped_entry>& entries,
+                 add_topic_type add_topic, add_partition_type add_partition) {
+    for (size_t round = 0; round < rounds; ++round) {
+        request_type out = base;
+        std::map<size_t, size_t> slot;
+        for (size_t index = 0; index < entries.size(); ++index) {
+            const mapped_entry& entry = entries[index];
+            if (entry.round != int(round)) continue;
+            auto found = slot.find(entry.topic);
+            if (found == slot.end()) {
+                found = slot.emplace(entry.topic, out.topics.size()).first;
+                add_topic(out, names[entry.topic]);
+            }
+            add_partition(out.topics[found->second], index, entry.physical);
+        }
+        send_message(env, request, api_key, out);
+    }
+}
+
 std::string hint_key_for(exchange_env& env, const std::string& name) {
     (void)env;
     return name;
@@ -156,27 +197,15 @@ exchange_start start_list_offsets(exchange_env& env, const client_request& reque
     bool any_mapped = false;
     size_t rounds = plan_entries(env, names, entries, any_mapped);
     if (!any_mapped) return start;
-    for (size_t round = 0; round < rounds; ++round) {
-        messages::list_offsets_request out;
-        out.replica_id = decoded.replica_id;
-        out.isolation_level = decoded.isolation_level;
-        out.timeout_ms = decoded.timeout_ms;
-        std::map<size_t, size_t> slot;
-        for (size_t index = 0; index < entries.size(); ++index) {
-            const mapped_entry& entry = entries[index];
-            if (entry.round != int(round)) continue;
-            auto found = slot.find(entry.topic);
-            if (found == slot.end()) {
-                found = slot.emplace(entry.topic, out.topics.size()).first;
-                out.topics.emplace_back();
-                out.topics.back().name = names[entry.topic];
-            }
-            auto partition = wanted[index];
-            partition.partition_index = entry.physical;
-            out.topics[found->second].partitions.push_back(partition);
-        }
-        send_message(env, request, list_offsets_key, out);
-    }
+    messages::list_offsets_request base = decoded;
+    base.topics.clear();
+    send_rounds(
+        env, request, list_offsets_key, rounds, base, names, entries,
+        [](auto& out, const std::string& name) { out.topics.emplace_back().name = name; },
+        [&](auto& topic, size_t index, int32_t physical) {
+            topic.partitions.push_back(wanted[index]);
+            topic.partitions.back().partition_index = physical;
+        });
     using response = messages::list_offsets_response;
     auto finish = [names, entries, wanted](exchange_env& env, rounds_exchange<response>::answers& answers) {
         response out;
@@ -216,16 +245,7 @@ exchange_start start_list_offsets(exchange_env& env, const client_request& reque
         }
         return out;
     };
-    auto exchange = std::make_unique<rounds_exchange<response>>(list_offsets_key, version, rounds, finish);
-    if (rounds == 0) {
-        rounds_exchange<response>::answers none;
-        start.what = exchange_start::kind::answered;
-        start.answer = exchange->encode_answer(finish(env, none));
-        return start;
-    }
-    start.what = exchange_start::kind::pending;
-    start.exchange = std::move(exchange);
-    return start;
+    return launch<response>(env, list_offsets_key, version, rounds, finish);
 }
 
 // ---- OffsetForLeaderEpoch ----
@@ -248,25 +268,15 @@ exchange_start start_offset_for_leader_epoch(exchange_env& env, const client_req
     bool any_mapped = false;
     size_t rounds = plan_entries(env, names, entries, any_mapped);
     if (!any_mapped) return start;
-    for (size_t round = 0; round < rounds; ++round) {
-        messages::offset_for_leader_epoch_request out;
-        out.replica_id = decoded.replica_id;
-        std::map<size_t, size_t> slot;
-        for (size_t index = 0; index < entries.size(); ++index) {
-            const mapped_entry& entry = entries[index];
-            if (entry.round != int(round)) continue;
-            auto found = slot.find(entry.topic);
-            if (found == slot.end()) {
-                found = slot.emplace(entry.topic, out.topics.size()).first;
-                out.topics.emplace_back();
-                out.topics.back().topic = names[entry.topic];
-            }
-            auto partition = wanted[index];
-            partition.partition = entry.physical;
-            out.topics[found->second].partitions.push_back(partition);
-        }
-        send_message(env, request, offset_for_leader_epoch_key, out);
-    }
+    messages::offset_for_leader_epoch_request base = decoded;
+    base.topics.clear();
+    send_rounds(
+        env, request, offset_for_leader_epoch_key, rounds, base, names, entries,
+        [](auto& out, const std::string& name) { out.topics.emplace_back().topic = name; },
+        [&](auto& topic, size_t index, int32_t physical) {
+            topic.partitions.push_back(wanted[index]);
+            topic.partitions.back().partition = physical;
+        });
     using response = messages::offset_for_leader_epoch_response;
     auto finish = [names, entries](exchange_env&, rounds_exchange<response>::answers& answers) {
         response out;
@@ -296,16 +306,7 @@ exchange_start start_offset_for_leader_epoch(exchange_env& env, const client_req
         }
         return out;
     };
-    auto exchange = std::make_unique<rounds_exchange<response>>(offset_for_leader_epoch_key, version, rounds, finish);
-    if (rounds == 0) {
-        rounds_exchange<response>::answers none;
-        start.what = exchange_start::kind::answered;
-        start.answer = exchange->encode_answer(finish(env, none));
-        return start;
-    }
-    start.what = exchange_start::kind::pending;
-    start.exchange = std::move(exchange);
-    return start;
+    return launch<response>(env, offset_for_leader_epoch_key, version, rounds, finish);
 }
 
 // ---- DescribeProducers ----
@@ -324,21 +325,10 @@ exchange_start start_describe_producers(exchange_env& env, const client_request&
     bool any_mapped = false;
     size_t rounds = plan_entries(env, names, entries, any_mapped);
     if (!any_mapped) return start;
-    for (size_t round = 0; round < rounds; ++round) {
-        messages::describe_producers_request out;
-        std::map<size_t, size_t> slot;
-        for (const mapped_entry& entry : entries) {
-            if (entry.round != int(round)) continue;
-            auto found = slot.find(entry.topic);
-            if (found == slot.end()) {
-                found = slot.emplace(entry.topic, out.topics.size()).first;
-                out.topics.emplace_back();
-                out.topics.back().name = names[entry.topic];
-            }
-            out.topics[found->second].partition_indexes.push_back(entry.physical);
-        }
-        send_message(env, request, describe_producers_key, out);
-    }
+    send_rounds(
+        env, request, describe_producers_key, rounds, messages::describe_producers_request{}, names, entries,
+        [](auto& out, const std::string& name) { out.topics.emplace_back().name = name; },
+        [](auto& topic, size_t, int32_t physical) { topic.partition_indexes.push_back(physical); });
     using response = messages::describe_producers_response;
     auto finish = [names, entries](exchange_env&, rounds_exchange<response>::answers& answers) {
         response out;
@@ -367,16 +357,7 @@ exchange_start start_describe_producers(exchange_env& env, const client_request&
         }
         return out;
     };
-    auto exchange = std::make_unique<rounds_exchange<response>>(describe_producers_key, version, rounds, finish);
-    if (rounds == 0) {
-        rounds_exchange<response>::answers none;
-        start.what = exchange_start::kind::answered;
-        start.answer = exchange->encode_answer(finish(env, none));
-        return start;
-    }
-    start.what = exchange_start::kind::pending;
-    start.exchange = std::move(exchange);
-    return start;
+    return launch<response>(env, describe_producers_key, version, rounds, finish);
 }
 
 // ---- DeleteRecords: refused on mapped topics (it would truncate the neighbours) ----
@@ -425,17 +406,8 @@ exchange_start start_delete_records(exchange_env& env, const client_request& req
         return out;
     };
     bool send = !forwarded.topics.empty();
-    auto exchange = std::make_unique<rounds_exchange<response>>(delete_records_key, version, send ? 1 : 0, finish);
-    if (!send) {
-        rounds_exchange<response>::answers none;
-        start.what = exchange_start::kind::answered;
-        start.answer = exchange->encode_answer(finish(env, none));
-        return start;
-    }
-    send_message(env, request, delete_records_key, forwarded);
-    start.what = exchange_start::kind::pending;
-    start.exchange = std::move(exchange);
-    return start;
+    if (send) send_message(env, request, delete_records_key, forwarded);
+    return launch<response>(env, delete_records_key, version, send ? 1 : 0, finish);
 }
 
 // ---- CreatePartitions: virtual counts live in the config ----
@@ -478,17 +450,8 @@ exchange_start start_create_partitions(exchange_env& env, const client_request& 
         return out;
     };
     bool send = !forwarded.topics.empty();
-    auto exchange = std::make_unique<rounds_exchange<response>>(create_partitions_key, version, send ? 1 : 0, finish);
-    if (!send) {
-        rounds_exchange<response>::answers none;
-        start.what = exchange_start::kind::answered;
-        start.answer = exchange->encode_answer(finish(env, none));
-        return start;
-    }
-    send_message(env, request, create_partitions_key, forwarded);
-    start.what = exchange_start::kind::pending;
-    start.exchange = std::move(exchange);
-    return start;
+    if (send) send_message(env, request, create_partitions_key, forwarded);
+    return launch<response>(env, create_partitions_key, version, send ? 1 : 0, finish);
 }
 
 // ---- CreateTopics: a mapped name gets P physical partitions; the client is told V ----

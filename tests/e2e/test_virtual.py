@@ -820,3 +820,34 @@ def test_rule_with_wrong_physical_count_is_an_error(vp):
     # The other topics of the proxy are unaffected.
     good = _vp_topic(vp, "vp-beside-bad")
     assert len(vs.metadata_of(vp.bootstrap, [good]).topics[good].partitions) == V
+
+
+def test_delete_records_and_create_partitions_refused_on_mapped_topics(vp):
+    """DeleteRecords on a mapped topic would truncate the neighbours of the virtual partition
+    named; CreatePartitions would change P behind the mapping: both are refused per topic or
+    partition by the proxy itself (the mock does not even implement them), and the
+    connection keeps serving."""
+    import struct
+    topic = _vp_topic(vp, "vp-admin")
+    metadata = vs.metadata_of(vp.bootstrap, [topic])
+    leader = {p.partition: p.leader for p in metadata.topics[topic].partitions}[42]
+    host, port = metadata.brokers[leader]
+    with vs.KafkaConnection(host, port) as connection:
+        # DeleteRecords v0: topics [name, partitions [partition, offset]], timeout.
+        body = vs._array([vs._string(topic) + vs._array([struct.pack(">iq", 42, 10), struct.pack(">iq", 3, 5)])]) + \
+            struct.pack(">i", 5000)
+        reader = connection.request(21, 0, body)
+        reader.take("i")  # throttle
+        topics = reader.array(lambda: (reader.string(), reader.array(lambda: reader.take("iqh"))))
+        assert topics == [(topic, [(42, -1, 44), (3, -1, 44)])], topics  # POLICY_VIOLATION
+
+        # CreatePartitions v0: topics [name, count, assignments (null)], timeout, validate_only.
+        body = vs._array([vs._string(topic) + struct.pack(">ii", 200, -1)]) + struct.pack(">ib", 5000, 0)
+        reader = connection.request(37, 0, body)
+        reader.take("i")
+        results = reader.array(lambda: (reader.string(), reader.take("h"), reader.string()))
+        assert len(results) == 1 and results[0][0] == topic and results[0][1] == 42, results  # INVALID_REQUEST
+        assert "mapping.virtual_partitions" in (results[0][2] or ""), results
+
+        still = connection.metadata([topic])
+        assert len(still.topics[topic].partitions) == V
