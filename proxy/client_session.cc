@@ -71,7 +71,7 @@ void client_session::handle_request(protocol::frame&& request) {
     }
     if (header->api_key == protocol::api_key::sasl_handshake || header->api_key == 36 /* SaslAuthenticate */)
         upstream_.forbid_silent_reconnect();
-    if (exchange_starter start = find_exchange_starter(header->api_key)) {
+    if (exchange_starter start = find_exchange_starter(server_.remap(), header->api_key, request)) {
         if (start_exchange(start, request, *header)) {
             apply_backpressure();
             return;

@@ -10,6 +10,7 @@ namespace kpp {
 
 namespace handlers {
 exchange_start start_produce(exchange_env& env, const client_request& request);
+bool produce_names_mapped_topic(const remap_state& remap, const protocol::frame& request);
 exchange_start start_fetch(exchange_env& env, const client_request& request);
 exchange_start start_list_offsets(exchange_env& env, const client_request& request);
 exchange_start start_offset_for_leader_epoch(exchange_env& env, const client_request& request);
@@ -39,9 +40,14 @@ constexpr std::array starters{
 
 }  // namespace
 
-exchange_starter find_exchange_starter(int16_t api_key) {
-    for (const auto& entry : starters)
-        if (entry.api_key == api_key) return entry.start;
+exchange_starter find_exchange_starter(const remap_state& remap, int16_t api_key, const protocol::frame& request) {
+    if (!remap.mappings.remaps_anything()) return nullptr;
+    for (const auto& entry : starters) {
+        if (entry.api_key != api_key) continue;
+        if (api_key == protocol::api_key::produce && !handlers::produce_names_mapped_topic(remap, request))
+            return nullptr;
+        return entry.start;
+    }
     return nullptr;
 }
 

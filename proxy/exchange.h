@@ -72,8 +72,11 @@ struct client_request {
 
 using exchange_starter = exchange_start (*)(exchange_env& env, const client_request& request);
 
-// nullptr for APIs whose requests are always forwarded unchanged.
-exchange_starter find_exchange_starter(int16_t api_key);
+// nullptr for APIs whose requests are always forwarded unchanged, and for every API when the
+// mapping remaps no topic. For Produce also nullptr when the request names no mapped topic:
+// that is read over the receive buffers in place, so large Produce requests to unmapped
+// topics are forwarded without ever being made contiguous.
+exchange_starter find_exchange_starter(const remap_state& remap, int16_t api_key, const protocol::frame& request);
 
 // Builds a message as scatter pieces: encoded bytes in between slices referencing
 // buffers the proxy received (record bytes are never copied).

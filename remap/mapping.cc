@@ -35,8 +35,10 @@ mapping_registry::mapping_registry(const mapping_settings& settings) {
     topic_mapping literal = entry.mapping;
     literal.from = topic_mapping::source::exact;
     literal_rules_.emplace(setting.pattern, literal);
+    remaps_anything_ = remaps_anything_ || entry.mapping.remapped();
     rules_.push_back(std::move(entry));
   }
+  remaps_anything_ = remaps_anything_ || default_mapping_.remapped();
 }
 
 topic_mapping mapping_registry::resolve(std::string_view topic) const {

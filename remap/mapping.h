@@ -40,6 +40,10 @@ class mapping_registry {
 
   topic_mapping lookup(std::string_view topic) const;
 
+  // False when no rule and no default has V > P: every topic passes through untouched, and
+  // the data path need not look inside requests at all.
+  bool remaps_anything() const { return remaps_anything_; }
+
   // Start-up summary, one line per default and rule, joined by '\n'.
   std::string describe() const;
 
@@ -63,6 +67,7 @@ class mapping_registry {
   std::vector<rule> rules_;       // file order, for regex precedence and describe()
   topic_map literal_rules_;       // every rule key, regex or not, matched as a literal name
   topic_mapping default_mapping_;
+  bool remaps_anything_ = false;
   mutable topic_map cache_;
 };
 

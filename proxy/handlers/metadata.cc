@@ -71,7 +71,7 @@ bool expand_topics(const handler_context& context, messages::metadata_response& 
 rewritten_response metadata(const handler_context& context, std::span<const std::byte> response, int16_t version) {
     std::vector<std::byte> expanded;
     std::span<const std::byte> source = response;
-    if (context.remap) {
+    if (context.remap && context.remap->mappings.remaps_anything()) {
         auto body_offset = protocol::response_body_offset(response, protocol::api_key::metadata, version);
         messages::metadata_response decoded;
         // A body that does not decode is reported by the endpoint rewrite below.

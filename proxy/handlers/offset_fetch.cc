@@ -41,6 +41,10 @@ rewritten_response offset_fetch(const handler_context& context, std::span<const 
         out.problem = "no mapping state";
         return out;
     }
+    if (!context.remap->mappings.remaps_anything()) {
+        out.message.assign(response.begin(), response.end());
+        return out;
+    }
     auto body_offset = protocol::response_body_offset(response, protocol::api_key::offset_fetch, version);
     messages::offset_fetch_response decoded;
     if (!body_offset ||

@@ -12,6 +12,7 @@
 #include "protocol/api.h"
 #include "protocol/kpp_messages.h"
 #include "protocol/record_batch.h"
+#include "protocol/segmented_reader.h"
 #include "protocol/tag_rewrite.h"
 #include "proxy/exchange.h"
 #include "proxy/handlers.h"
@@ -243,6 +244,54 @@ void write_round(piece_builder& out, const produce_view& view, int16_t version,
 }
 
 }  // namespace
+
+bool produce_names_mapped_topic(const remap_state& remap, const protocol::frame& request) {
+    std::vector<std::span<const std::byte>> pieces;
+    pieces.reserve(request.pieces.size());
+    for (const auto& piece : request.pieces) pieces.push_back(piece.span());
+    protocol::segmented_reader reader(pieces);
+    reader.read_int16();  // api key
+    int16_t version = reader.read_int16();
+    reader.read_int32();  // correlation id
+    bool flexible = version >= 9;
+    auto skip_length_prefixed = [&](bool compact, bool int16_length) {
+        int64_t length = compact ? int64_t(reader.read_unsigned_varint()) - 1
+                                 : (int16_length ? reader.read_int16() : reader.read_int32());
+        if (length > 0) reader.skip(size_t(length));
+    };
+    auto skip_tagged = [&] {
+        uint32_t count = reader.read_unsigned_varint();
+        for (uint32_t index = 0; index < count && reader.ok(); ++index) {
+            reader.read_unsigned_varint();
+            reader.skip(reader.read_unsigned_varint());
+        }
+    };
+    auto array_length = [&] {
+        int64_t count = flexible ? int64_t(reader.read_unsigned_varint()) - 1 : reader.read_int32();
+        return count > int64_t(reader.remaining()) ? int64_t(0) : count;
+    };
+    skip_length_prefixed(false, true);  // client id: a plain string even in header v2
+    if (flexible) skip_tagged();
+    if (version >= 3) skip_length_prefixed(flexible, true);  // transactional id
+    reader.read_int16();  // acks
+    reader.read_int32();  // timeout
+    int64_t topics = array_length();
+    for (int64_t t = 0; t < topics && reader.ok(); ++t) {
+        int64_t name_length = flexible ? int64_t(reader.read_unsigned_varint()) - 1 : reader.read_int16();
+        std::string name;
+        if (name_length > 0 && size_t(name_length) <= reader.remaining()) reader.read_into(size_t(name_length), name);
+        if (reader.ok() && remap.mappings.lookup(name).remapped()) return true;
+        int64_t partitions = array_length();
+        for (int64_t p = 0; p < partitions && reader.ok(); ++p) {
+            reader.read_int32();
+            skip_length_prefixed(flexible, false);  // records
+            if (flexible) skip_tagged();
+        }
+        if (flexible) skip_tagged();
+    }
+    // A request that does not parse is the broker's to judge, as before (validated already).
+    return false;
+}
 
 exchange_start start_produce(exchange_env& env, const client_request& request) {
     exchange_start start;

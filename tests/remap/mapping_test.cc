@@ -178,5 +178,17 @@ TEST(topic_mapping, remapped_needs_more_virtual_than_physical) {
   EXPECT_FALSE(topic_mapping{}.remapped());
 }
 
+// The data path skips looking inside requests when nothing is remapped.
+TEST(mapping_registry, remaps_anything_only_with_a_rule_or_default_of_v_above_p) {
+  EXPECT_FALSE(mapping_registry(mapping_settings{}).remaps_anything());
+  mapping_settings same = settings_with_default(0, 0);
+  same.topics.push_back(make_rule("same-.*", true, 5, 5));
+  EXPECT_FALSE(mapping_registry(same).remaps_anything());
+  mapping_settings with_rule = same;
+  with_rule.topics.push_back(make_rule("orders", false, 30, 3));
+  EXPECT_TRUE(mapping_registry(with_rule).remaps_anything());
+  EXPECT_TRUE(mapping_registry(settings_with_default(100, 10)).remaps_anything());
+}
+
 }  // namespace
 }  // namespace kpp
