@@ -13,9 +13,7 @@ bed itself; the others are skipped.
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 
 import pytest
 
@@ -41,29 +39,9 @@ SPARSE_EOF_BOUND_MS = 20_000
 
 def vp_client(lib: str, op: str, bootstrap: str, timeout_s: float = tb.CLIENT_TIMEOUT_S,
               allow_error: bool = False, **options) -> list[dict]:
-    """Runs tools/node/vp_client.js; returns its JSON lines (the last is "done"). Fails the
-    test when the client fails, unless allow_error (then the "done" line tells)."""
-    argv = ["node", str(VP_CLIENT), lib, op, "--bootstrap", bootstrap,
-            "--timeout-ms", str(int(timeout_s * 1000))]
-    for key, value in options.items():
-        argv += ["--" + key.replace("_", "-"), str(value)]
-    try:
-        result = subprocess.run(argv, capture_output=True, timeout=timeout_s + 15,
-                                env=tb.node_env())
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"node client hung: {argv}") from None
-    lines = []
-    for line in result.stdout.decode(errors="replace").splitlines():
-        try:
-            lines.append(json.loads(line))
-        except ValueError:
-            continue
-    done = lines[-1] if lines and lines[-1].get("type") == "done" else None
-    failed = result.returncode != 0 or done is None or done.get("error") or done.get("timed_out")
-    assert done is not None and (allow_error or not failed), (
-        f"{lib} {op} failed rc={result.returncode} done={done}\nargv: {argv}\n"
-        f"stderr: {result.stderr.decode(errors='replace')[-3000:]}")
-    return lines
+    """Runs tools/node/vp_client.js through the test bed's Node runner."""
+    return tb.node_client(lib, op, bootstrap, timeout_s, script=VP_CLIENT.name, allow_error=allow_error,
+                          **options)
 
 
 def done_of(lines: list[dict]) -> dict:
