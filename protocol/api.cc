@@ -88,7 +88,11 @@ std::optional<version_range> proxy_rewrite_range(int16_t key) {
         // Filtered and rebuilt for virtual partitions from v4; v17+ not yet.
         case api_key::fetch: return version_range{0, 16};
         case api_key::list_offsets: return version_range{0, 10};
-        case api_key::offset_fetch: return version_range{0, 10};
+        // Committed offsets of virtual partitions (offset store); v10 names topics by id.
+        case 8 /* OffsetCommit */: return version_range{0, 9};
+        case api_key::offset_fetch: return version_range{0, 9};
+        case 42 /* DeleteGroups */: return version_range{0, 2};
+        case 47 /* OffsetDelete */: return version_range{0, 0};
         case 19 /* CreateTopics */: return version_range{0, 7};
         case 21 /* DeleteRecords */: return version_range{0, 2};
         case 23 /* OffsetForLeaderEpoch */: return version_range{0, 4};

@@ -93,7 +93,24 @@ void client_session::handle_request(protocol::frame&& request) {
 }
 
 exchange_env client_session::make_env(uint64_t sequence) {
-    return exchange_env{server_, upstream_, server_.remap(), server_.metrics(), sequence, server_.loop().now_ns(), peer_};
+    return exchange_env{server_, upstream_, server_.remap(), server_.metrics(), sequence, server_.loop().now_ns(), peer_,
+                        life_};
+}
+
+void client_session::resume_exchange(uint64_t sequence) {
+    if (sequence < first_slot_sequence_ || sequence - first_slot_sequence_ >= slots_.size()) return;
+    response_slot& slot = slots_[sequence - first_slot_sequence_];
+    if (!slot.exchange) return;
+    exchange_env env = make_env(sequence);
+    if (!slot.exchange->on_event(env)) return;
+    std::vector<reactor::byte_slice> answer = std::move(slot.exchange->answer);
+    finish_exchange_slot(slot, std::move(answer));
+    flush_ready_responses();
+}
+
+void exchange_waker::operator()() const {
+    if (auto session = session_.lock())
+        if (*session) (*session)->resume_exchange(sequence_);
 }
 
 bool client_session::start_exchange(exchange_starter start, const protocol::frame& request,

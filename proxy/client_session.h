@@ -33,6 +33,8 @@ public:
     void check_timeouts(uint64_t now_ns);
     bool finished() const { return client_closed_ && upstream_closed_; }
     const std::string& peer() const { return peer_; }
+    // An exchange_waker fired: lets the request's exchange go on (see request_exchange::on_event).
+    void resume_exchange(uint64_t sequence);
 
 private:
     struct response_slot {
@@ -75,6 +77,8 @@ private:
     std::deque<response_slot> slots_;
     uint64_t first_slot_sequence_ = 0;  // sequence number of slots_.front()
     std::string peer_;
+    // Exchange wakers hold it weakly: a session that is gone is never called.
+    std::shared_ptr<client_session*> life_ = std::make_shared<client_session*>(this);
     bool draining_ = false;
     bool client_closed_ = false;
     bool upstream_closed_ = false;

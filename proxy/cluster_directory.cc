@@ -8,7 +8,11 @@
 #include <cerrno>
 #include <chrono>
 
+#include <thread>
+
+#include "protocol/api.h"
 #include "protocol/header.h"
+#include "protocol/kpp_messages.h"
 #include "protocol/wire.h"
 #include "reactor/errors.h"
 
@@ -104,7 +108,164 @@ int16_t metadata_version_to_use(blocking_connection& connection) {
     throw std::runtime_error("the broker does not offer Metadata");
 }
 
+using version_ranges = std::map<int16_t, std::pair<int16_t, int16_t>>;
+
+version_ranges api_version_ranges(blocking_connection& connection) {
+    auto response = connection.exchange(protocol::encode_api_versions_request(0, 1, "kafka-partition-proxy"));
+    protocol::wire_reader reader(response);
+    reader.read_int32();
+    int16_t error_code = reader.read_int16();
+    int32_t count = reader.read_array_length(false, false, 6);
+    if (!reader.ok() || error_code != 0) throw std::runtime_error("ApiVersions failed");
+    version_ranges ranges;
+    for (int32_t index = 0; index < count && reader.ok(); ++index) {
+        int16_t key = reader.read_int16();
+        int16_t min_version = reader.read_int16();
+        int16_t max_version = reader.read_int16();
+        ranges[key] = {min_version, max_version};
+    }
+    if (!reader.ok()) throw std::runtime_error("malformed ApiVersions response");
+    return ranges;
+}
+
+// The highest version in [lowest, highest] the broker offers; nullopt when none.
+std::optional<int16_t> pick_version(const version_ranges& ranges, int16_t key, int16_t lowest, int16_t highest) {
+    auto found = ranges.find(key);
+    if (found == ranges.end()) return std::nullopt;
+    int16_t chosen = std::min(found->second.second, highest);
+    if (chosen < std::max(found->second.first, lowest)) return std::nullopt;
+    return chosen;
+}
+
+// A request with header v1 (v2 for flexible versions) and correlation id 1.
+template <typename message_type>
+std::vector<std::byte> encode_request(int16_t api_key, int16_t version, const message_type& message) {
+    protocol::wire_writer writer;
+    writer.write_int16(api_key);
+    writer.write_int16(version);
+    writer.write_int32(1);
+    writer.write_string(std::string_view("kafka-partition-proxy"), false);
+    if (protocol::request_header_is_flexible(api_key, version)) writer.write_empty_tagged_fields();
+    protocol::messages::encode(message, version, writer);
+    return std::move(writer.bytes());
+}
+
+template <typename message_type>
+message_type decode_response(int16_t api_key, int16_t version, const std::vector<std::byte>& response) {
+    auto offset = protocol::response_body_offset(response, api_key, version);
+    message_type decoded;
+    if (!offset || protocol::messages::decode(decoded, version, std::span(response).subspan(*offset)) !=
+                       protocol::wire_error::none)
+        throw std::runtime_error("malformed " + std::string(protocol::api_name(api_key)) + " response");
+    return decoded;
+}
+
+// The store topic's partition count; 0 when the cluster does not know the topic; throws
+// while its partitions have no leader yet.
+int32_t store_partitions(blocking_connection& connection, int16_t version, const std::string& topic) {
+    protocol::messages::metadata_request request;
+    request.topics.emplace();
+    request.topics->push_back({{}, topic});
+    request.allow_auto_topic_creation = false;
+    auto decoded = decode_response<protocol::messages::metadata_response>(
+        protocol::api_key::metadata, version,
+        connection.exchange(encode_request(protocol::api_key::metadata, version, request)));
+    for (const auto& entry : decoded.topics) {
+        if (entry.name != topic) continue;
+        if (entry.error_code == 3) return 0;  // UNKNOWN_TOPIC_OR_PARTITION
+        if (entry.error_code != 0)
+            throw std::runtime_error("Metadata for " + topic + " answered error " + std::to_string(entry.error_code));
+        for (const auto& partition : entry.partitions)
+            if (partition.leader_id < 0) throw std::runtime_error(topic + " has partitions without a leader");
+        return int32_t(entry.partitions.size());
+    }
+    return 0;
+}
+
 }  // namespace
+
+offset_store_result prepare_offset_store(const proxy_config& config, const cluster_directory& directory) {
+    offset_store_result result;
+    const offset_store_settings& settings = config.offset_store;
+    for (const host_port& server : config.kafka.bootstrap_servers) {
+        try {
+            reactor::socket_address address = reactor::resolve_address(server.host, server.port);
+            blocking_connection connection(address, config.kafka.connection_timeout_ms);
+            version_ranges ranges = api_version_ranges(connection);
+            offset_store_info info;
+            info.topic = settings.topic;
+            // Non-flexible versions every broker since Kafka 0.11 and up to 4.x offers.
+            auto metadata = pick_version(ranges, protocol::api_key::metadata, 0, 8);
+            auto produce = pick_version(ranges, protocol::api_key::produce, 3, 8);
+            auto fetch = pick_version(ranges, protocol::api_key::fetch, 4, 11);
+            if (!metadata || !produce || !fetch) {
+                result.fatal = true;
+                result.error = "offset_store.topic: the cluster offers no Metadata v0-8, Produce v3-8 or Fetch v4-11 "
+                               "for the proxy's offset store";
+                return result;
+            }
+            info.metadata_version = *metadata;
+            info.produce_version = *produce;
+            info.fetch_version = *fetch;
+            info.partitions = store_partitions(connection, *metadata, settings.topic);
+            if (info.partitions == 0) {
+                auto create = pick_version(ranges, 19 /* CreateTopics */, 0, 4);
+                if (!create) {
+                    result.fatal = true;
+                    result.error = "offset_store.topic: topic '" + settings.topic +
+                                   "' does not exist and this cluster does not offer CreateTopics; create it "
+                                   "(cleanup.policy=compact, " + std::to_string(settings.partitions) +
+                                   " partitions) or name an existing topic";
+                    return result;
+                }
+                protocol::messages::create_topics_request request;
+                protocol::messages::create_topics_request::topics_element topic;
+                topic.name = settings.topic;
+                topic.num_partitions = settings.partitions;
+                topic.replication_factor = settings.replication_factor;
+                topic.configs.push_back({"cleanup.policy", std::string("compact")});
+                request.topics.push_back(std::move(topic));
+                request.timeout_ms = int32_t(config.kafka.request_timeout_ms);
+                // The controller creates topics (older brokers refuse elsewhere).
+                std::unique_ptr<blocking_connection> controller;
+                blocking_connection* target = &connection;
+                if (const upstream_broker* broker = directory.find(directory.controller_id)) {
+                    try {
+                        controller = std::make_unique<blocking_connection>(broker->address,
+                                                                           config.kafka.connection_timeout_ms);
+                        target = controller.get();
+                    } catch (const std::exception&) {
+                    }
+                }
+                auto created = decode_response<protocol::messages::create_topics_response>(
+                    19, *create, target->exchange(encode_request(19, *create, request)));
+                for (const auto& entry : created.topics) {
+                    if (entry.name != settings.topic || entry.error_code == 0 || entry.error_code == 36) continue;
+                    result.fatal = entry.error_code != 41 && entry.error_code != 7;  // NOT_CONTROLLER, timed out
+                    result.error = "offset_store.topic: creating '" + settings.topic + "' failed with error " +
+                                   std::to_string(entry.error_code) +
+                                   (entry.error_message ? ": " + *entry.error_message : std::string());
+                    return result;
+                }
+                // Wait for the new partitions to get leaders.
+                for (int attempt = 0; attempt < 50 && info.partitions == 0; ++attempt) {
+                    try {
+                        info.partitions = store_partitions(connection, *metadata, settings.topic);
+                    } catch (const std::exception&) {
+                    }
+                    if (info.partitions == 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+                }
+                if (info.partitions == 0) throw std::runtime_error("created " + settings.topic + " but it has no leaders yet");
+            }
+            result.info = info;
+            result.error.clear();
+            return result;
+        } catch (const std::exception& error) {
+            result.error += (result.error.empty() ? "" : "; ") + server.to_string() + ": " + error.what();
+        }
+    }
+    return result;
+}
 
 bool cluster_directory::same_brokers(const cluster_directory& other) const {
     if (brokers.size() != other.brokers.size()) return false;

@@ -40,6 +40,26 @@ struct discovery_result {
     std::string error;  // empty on success
 };
 
+// The offset store topic as found (or created) at start-up, and the request versions the
+// proxy's own store requests use (the highest non-flexible ones the cluster offers).
+struct offset_store_info {
+    std::string topic;
+    int32_t partitions = 0;  // 0: no store (nothing is remapped)
+    int16_t metadata_version = 1;
+    int16_t produce_version = 3;
+    int16_t fetch_version = 4;
+};
+
+struct offset_store_result {
+    std::optional<offset_store_info> info;
+    std::string error;  // why info is missing
+    bool fatal = false; // a cluster that answered but cannot hold the store: stop start-up
+};
+
+// Checks that offset_store.topic exists, creating it (compacted) through CreateTopics where
+// the cluster offers that API; learns its real partition count. Blocking, for start-up.
+offset_store_result prepare_offset_store(const proxy_config& config, const cluster_directory& directory);
+
 // Asks the bootstrap servers in turn (ApiVersions, then Metadata at the best version both
 // sides speak) and resolves every broker. Fails with a message; never throws for network
 // errors. Throws config_error when a broker's node id has no usable proxy port.

@@ -543,7 +543,7 @@ bool is_valid_topic_name(std::string_view name) {
 }
 
 void parse_offset_store(const section& root, offset_store_settings& out) {
-  section store = root.child("offset_store", {"topic", "partitions", "replication_factor"});
+  section store = root.child("offset_store", {"topic", "partitions", "replication_factor", "cache_entries"});
   read_string(store, "topic", out.topic);
   if (!is_valid_topic_name(out.topic)) {
     fail(store.key_of("topic"), "expected a Kafka topic name (letters, digits, '.', '_', '-'), got " + quoted(out.topic));
@@ -555,6 +555,7 @@ void parse_offset_store(const section& root, offset_store_settings& out) {
       out.replication_factor == 0) {
     fail(store.key_of("replication_factor"), "expected -1 (the broker's default) or at least 1, got '0'");
   }
+  read_integer(store, "cache_entries", out.cache_entries, 1000, uint32_t(100000000));
 }
 
 void parse_metrics(const section& root, metrics_settings& out) {

@@ -105,6 +105,7 @@ struct offset_store_settings {
   std::string topic = "__kpr_offsets";
   int32_t partitions = 16;
   int16_t replication_factor = 3;  // -1: the broker's default
+  uint32_t cache_entries = 200000;  // per core: committed offsets held in memory
 };
 
 struct metrics_settings {

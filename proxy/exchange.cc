@@ -18,6 +18,10 @@ exchange_start start_describe_producers(exchange_env& env, const client_request&
 exchange_start start_delete_records(exchange_env& env, const client_request& request);
 exchange_start start_create_topics(exchange_env& env, const client_request& request);
 exchange_start start_create_partitions(exchange_env& env, const client_request& request);
+exchange_start start_offset_commit(exchange_env& env, const client_request& request);
+exchange_start start_offset_fetch(exchange_env& env, const client_request& request);
+exchange_start start_offset_delete(exchange_env& env, const client_request& request);
+exchange_start start_delete_groups(exchange_env& env, const client_request& request);
 }  // namespace handlers
 
 namespace {
@@ -31,10 +35,14 @@ constexpr std::array starters{
     starter_registration{0, &handlers::start_produce},
     starter_registration{1, &handlers::start_fetch},
     starter_registration{2, &handlers::start_list_offsets},
+    starter_registration{8, &handlers::start_offset_commit},
+    starter_registration{9, &handlers::start_offset_fetch},
     starter_registration{19, &handlers::start_create_topics},
     starter_registration{21, &handlers::start_delete_records},
     starter_registration{23, &handlers::start_offset_for_leader_epoch},
     starter_registration{37, &handlers::start_create_partitions},
+    starter_registration{42, &handlers::start_delete_groups},
+    starter_registration{47, &handlers::start_offset_delete},
     starter_registration{61, &handlers::start_describe_producers},
 };
 

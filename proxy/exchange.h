@@ -21,6 +21,7 @@ namespace kpp {
 
 class shard_server;
 class upstream_link;
+class client_session;
 struct handler_context;
 
 // What an exchange may use while it runs; rebuilt by the session for every call.
@@ -32,6 +33,19 @@ struct exchange_env {
     uint64_t sequence;  // the client request's slot
     uint64_t now_ns;
     const std::string& peer;  // for log lines
+    const std::shared_ptr<client_session*>& session;  // empty when the session is gone
+};
+
+// Wakes the exchange of one client request after something other than a broker answer
+// (the offset store) finished: calls its on_event. Does nothing once the session is gone.
+class exchange_waker {
+public:
+    explicit exchange_waker(const exchange_env& env) : session_(env.session), sequence_(env.sequence) {}
+    void operator()() const;
+
+private:
+    std::weak_ptr<client_session*> session_;
+    uint64_t sequence_;
 };
 
 // A request of the proxy's own: the client's header tail (client id, tagged fields) is
@@ -45,6 +59,11 @@ public:
     // One answer to a request this exchange sent (in sending order). Returns true once the
     // client's response is complete in `answer` (everything after the correlation id).
     virtual bool on_response(exchange_env& env, protocol::frame&& response) = 0;
+    // Called through an exchange_waker; same contract as on_response.
+    virtual bool on_event(exchange_env& env) {
+        (void)env;
+        return false;
+    }
 
     std::vector<reactor::byte_slice> answer;
 };
@@ -115,6 +134,7 @@ std::vector<std::span<const std::byte>> spans_of(const protocol::frame& frame, s
 // Kafka error codes the exchanges answer with.
 inline constexpr int16_t unknown_server_error = -1;
 inline constexpr int16_t corrupt_message = 2;
+inline constexpr int16_t coordinator_load_in_progress = 14;
 inline constexpr int16_t unknown_topic_or_partition = 3;
 inline constexpr int16_t invalid_partitions = 37;
 inline constexpr int16_t invalid_request = 42;

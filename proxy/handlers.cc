@@ -17,7 +17,6 @@ constexpr std::array registry{
     registration{protocol::api_key::metadata, &handlers::metadata},
     registration{protocol::api_key::find_coordinator, &handlers::find_coordinator},
     registration{protocol::api_key::describe_cluster, &handlers::describe_cluster},
-    registration{protocol::api_key::offset_fetch, &handlers::offset_fetch},
 };
 
 }  // namespace

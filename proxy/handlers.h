@@ -41,7 +41,6 @@ rewritten_response api_versions(const handler_context&, std::span<const std::byt
 rewritten_response metadata(const handler_context&, std::span<const std::byte>, int16_t);
 rewritten_response find_coordinator(const handler_context&, std::span<const std::byte>, int16_t);
 rewritten_response describe_cluster(const handler_context&, std::span<const std::byte>, int16_t);
-rewritten_response offset_fetch(const handler_context&, std::span<const std::byte>, int16_t);
 // Shared by the endpoint rewrites: where broker `node_id` is served by the proxy.
 protocol::endpoint advertised_endpoint(const handler_context& context, int32_t node_id);
 // Turns the result of an endpoint rewrite into the handler's answer.

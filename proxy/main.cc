@@ -66,6 +66,25 @@ std::shared_ptr<const cluster_directory> discover_until_ready(const proxy_config
     }
 }
 
+// Finds (or creates) the offset store topic, retrying while the cluster does not answer.
+// nullopt with exit_code set when start-up must stop.
+std::optional<offset_store_info> prepare_store_until_ready(const proxy_config& config, const cluster_directory& directory,
+                                                           int& stop_signal) {
+    uint32_t delay_ms = 200;
+    for (;;) {
+        offset_store_result result = prepare_offset_store(config, directory);
+        if (result.info) return result.info;
+        if (result.fatal) {
+            spdlog::error("{}", result.error);
+            return std::nullopt;
+        }
+        spdlog::warn("waiting for the offset store topic {}: {}", config.offset_store.topic, result.error);
+        stop_signal = wait_for_signal(delay_ms);
+        if (stop_signal) return std::nullopt;
+        delay_ms = std::min<uint32_t>(delay_ms * 2, 5000);
+    }
+}
+
 void log_directory(const cluster_directory& directory, const host_port& advertised) {
     for (const auto& [node_id, broker] : directory.brokers)
         spdlog::info("Broker {} at {}:{} served on {}:{}", node_id, broker.advertised.host, broker.advertised.port,
@@ -201,6 +220,22 @@ int run_proxy(const cli_options& options) {
     }
     log_directory(*directory, runtime.advertised);
     runtime.initial_directory = directory;
+    if (mapping_registry(config.mapping).remaps_anything()) {
+        // Virtual committed offsets need the store before the first client arrives.
+        auto store = prepare_store_until_ready(config, *directory, stop_signal);
+        if (!store) {
+            if (stop_signal) {
+                spdlog::info("stopped before the offset store was ready");
+                return 0;
+            }
+            return 2;
+        }
+        if (store->partitions != config.offset_store.partitions)
+            spdlog::info("offset store {} has {} partitions (offset_store.partitions = {} applies only when the "
+                         "proxy creates it)", store->topic, store->partitions, config.offset_store.partitions);
+        spdlog::info("Offset store: topic {}, {} partitions", store->topic, store->partitions);
+        runtime.store_info = *store;
+    }
 
     reactor::shard_group_options group_options;
     group_options.shard_count = config.threads;

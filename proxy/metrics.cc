@@ -107,6 +107,18 @@ std::vector<prometheus::MetricFamily> metrics_registry::Collect() const {
     add_counter("kpp_mapping_mismatches_total",
                 "Metadata answers naming a mapped topic whose physical partition count differs from its P",
                 &shard_metrics::mapping_mismatches);
+    add_counter("kpp_offset_store_reads_total", "Fetch requests the proxy sent to its offset store topic",
+                &shard_metrics::offset_store_reads);
+    add_counter("kpp_offset_store_records_read_total", "Offset store records read back into the per-core caches",
+                &shard_metrics::offset_store_records_read);
+    add_counter("kpp_offset_store_records_written_total", "Offset store records written (commits and tombstones)",
+                &shard_metrics::offset_store_records_written);
+    add_counter("kpp_offset_store_failures_total",
+                "Offset store reads or writes that failed (clients got a retriable error)",
+                &shard_metrics::offset_store_failures);
+    add_counter("kpp_offset_store_evictions_total",
+                "Store partitions dropped from a per-core cache to stay within offset_store.cache_entries",
+                &shard_metrics::offset_store_evictions);
     families.push_back(counter_family("kpp_client_connections_total", "Client connections accepted",
                                       double(sum(shards_, &shard_metrics::client_connections_opened))));
     families.push_back(counter_family("kpp_client_connections_refused_total",

@@ -47,6 +47,12 @@ struct alignas(64) shard_metrics {
     std::atomic<uint64_t> produce_extra_requests{0};    // physical requests beyond one per client request
     std::atomic<uint64_t> partition_errors_local{0};    // per-partition errors answered by the proxy
     std::atomic<uint64_t> mapping_mismatches{0};        // topics whose physical count differs from P
+    // Offset store (committed offsets of virtual partitions).
+    std::atomic<uint64_t> offset_store_reads{0};          // Fetch requests to the store topic
+    std::atomic<uint64_t> offset_store_records_read{0};   // store records applied to the cache
+    std::atomic<uint64_t> offset_store_records_written{0};
+    std::atomic<uint64_t> offset_store_failures{0};       // reads or writes answered with an error
+    std::atomic<uint64_t> offset_store_evictions{0};      // store partitions dropped from the cache
 
     void count_request(int16_t api_key) {
         size_t index = api_key < 0 ? metrics_api_keys - 1 : std::min<size_t>(size_t(api_key), metrics_api_keys - 1);

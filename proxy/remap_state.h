@@ -39,13 +39,36 @@ private:
     std::unordered_map<topic_uuid, std::string, uuid_hash> names_;
 };
 
+// Virtual high watermarks learnt by Fetch ("v has no records in [end, physical end)"),
+// shared by all cores: a lag tool asks ListOffsets on its own connection, which may land on
+// another core than the consumers whose fetches learnt them. Bounded; soft state.
+class virtual_ends {
+public:
+    static constexpr size_t entries_max = 262144;
+
+    void learn(std::string_view topic, int32_t physical_partition, int32_t virtual_partition, int64_t end,
+               int64_t physical_end);
+    // v's end when v has no records in [end, physical_end) is known; nullopt otherwise.
+    std::optional<int64_t> find(std::string_view topic, int32_t physical_partition, int32_t virtual_partition,
+                                int64_t physical_end) const;
+
+private:
+    struct known {
+        int64_t end = 0;
+        int64_t physical_end = 0;
+    };
+    mutable std::shared_mutex lock_;
+    std::unordered_map<std::string, known> ends_;  // key: topic '\0' p '\0' v
+};
+
 struct remap_state {
-    remap_state(const proxy_config& config, topic_names& names)
-        : mappings(config.mapping), names(names), tag_key(config.mapping.tag_header) {}
+    remap_state(const proxy_config& config, topic_names& names, virtual_ends& ends)
+        : mappings(config.mapping), names(names), ends(ends), tag_key(config.mapping.tag_header) {}
 
     mapping_registry mappings;
     skip_hints hints;
     topic_names& names;
+    virtual_ends& ends;
     std::string tag_key;
     // Topics covered only by the default whose physical count is not P: warned about once.
     std::unordered_set<std::string> default_mismatch_warned;

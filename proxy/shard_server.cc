@@ -18,7 +18,8 @@ std::string describe_broker(const upstream_broker& broker) {
 
 shard_server::shard_server(reactor::shard& shard, proxy_runtime& runtime)
     : shard_(shard), runtime_(runtime), metrics_(runtime.metrics->shard(shard.index())),
-      remap_(runtime.config, runtime.names),
+      remap_(runtime.config, runtime.names, runtime.ends),
+      store_(std::make_unique<offset_store>(*this, runtime.store_info)),
       sweep_timer_(shard.loop()), reap_timer_(shard.loop()), stop_deadline_(shard.loop()) {
     sweep_timer_.arm_after_ms(sweep_interval_ms, &shard_server::on_sweep, this);
 }
@@ -138,6 +139,7 @@ void shard_server::on_sweep(reactor::timer& self, void* context) {
     std::vector<client_session*> snapshot(server.sessions_.begin(), server.sessions_.end());
     for (client_session* session : snapshot)
         if (server.sessions_.count(session)) session->check_timeouts(now);
+    server.store_->check_timeouts(now);
     if (!server.stopping_) self.arm_after_ms(sweep_interval_ms, &shard_server::on_sweep, &server);
 }
 
@@ -173,6 +175,7 @@ void shard_server::on_stop_deadline(reactor::timer&, void* context) {
 void shard_server::check_stopped() {
     if (!stopping_ || !sessions_.empty() || !retired_.empty()) return;
     stop_deadline_.cancel();
+    store_->close();
     // Every session is gone; the loop exits once the listeners' accepts have ended.
 }
 

@@ -13,6 +13,7 @@
 #include "proxy/cluster_directory.h"
 #include "proxy/config.h"
 #include "proxy/metrics.h"
+#include "proxy/offset_store.h"
 #include "proxy/remap_state.h"
 #include "proxy/upstream_link.h"
 #include "reactor/listener.h"
@@ -34,6 +35,8 @@ struct proxy_runtime {
     std::function<void()> request_refresh;  // asks the refresher for new metadata now
     bool verify_protocol = false;           // KPP_VERIFY_PROTOCOL=1: walk every message against its schema
     topic_names names;                      // topic id -> name, for Fetch v13+
+    virtual_ends ends;                      // virtual high watermarks, for ListOffsets on any core
+    offset_store_info store_info;           // partitions 0: no offset store (nothing is remapped)
 };
 
 class shard_server {
@@ -51,6 +54,10 @@ public:
     bool verify_protocol() const { return runtime_.verify_protocol; }
     shard_metrics& metrics() { return metrics_; }
     remap_state& remap() { return remap_; }
+    offset_store& store() { return *store_; }
+    // Where a connection to `node_id` (-1: any bootstrap server) goes; false for a node the
+    // directory does not list.
+    bool target_for(int32_t node_id, upstream_target& target);
     const std::shared_ptr<const cluster_directory>& directory() const { return directory_; }
     void note_unknown_brokers(const std::vector<int32_t>& node_ids);
     // A finished session is freed after the current batch of completions.
@@ -69,7 +76,6 @@ private:
     static void on_stop_deadline(reactor::timer& self, void* context);
     void open_listener(int32_t node_id, uint16_t port);
     void accept_on(port_listener& entry, int fd);
-    bool target_for(int32_t node_id, upstream_target& target);
     void check_stopped();
 
     reactor::shard& shard_;
@@ -77,6 +83,7 @@ private:
     shard_metrics& metrics_;
     std::shared_ptr<const cluster_directory> directory_;
     remap_state remap_;
+    std::unique_ptr<offset_store> store_;
     std::map<uint16_t, std::unique_ptr<port_listener>> listeners_;
     std::unordered_set<client_session*> sessions_;
     std::vector<client_session*> retired_;

@@ -475,6 +475,8 @@ void fetch_exchange::absorb(exchange_env& env, const protocol::frame& frame, fet
             // Nothing more for v below the physical high watermark: its own ends here.
             int64_t virtual_end = std::min(client.fields.high_watermark, empty_from);
             client.fields.high_watermark = virtual_end;
+            env.remap.ends.learn(named.hint_key, physical.partition, client.partition, virtual_end,
+                                 answer.high_watermark);
             if (client.fields.last_stable_offset > virtual_end) client.fields.last_stable_offset = virtual_end;
         }
     }

@@ -238,6 +238,9 @@ exchange_start start_list_offsets(exchange_env& env, const client_request& reque
                         if (auto since = env.remap.hints.empty_since(hint_key_for(env, names[entry.topic]),
                                                                      entry.physical, entry.partition, result.offset))
                             result.offset = *since;
+                        else if (auto end = env.remap.ends.find(names[entry.topic], entry.physical, entry.partition,
+                                                                result.offset))
+                            result.offset = *end;  // learnt by a fetch on another core
                     }
                 }
             }

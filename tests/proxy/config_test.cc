@@ -76,6 +76,7 @@ TEST(config_defaults, minimal_file_gets_documented_defaults) {
   EXPECT_EQ(config.offset_store.topic, "__kpr_offsets");
   EXPECT_EQ(config.offset_store.partitions, 16);
   EXPECT_EQ(config.offset_store.replication_factor, 3);
+  EXPECT_EQ(config.offset_store.cache_entries, 200000u);
   EXPECT_TRUE(config.metrics.enabled);
   EXPECT_EQ(config.metrics.address, (host_port{"0.0.0.0", 9090}));
   EXPECT_EQ(config.logging.level, "info");
@@ -532,6 +533,9 @@ TEST(config_offset_store, values_are_validated) {
                     "offset_store.replication_factor: expected -1");
   EXPECT_LOAD_ERROR(with_bootstrap("offset_store: {replication_factor: 40000}\n"),
                     "offset_store.replication_factor: expected an integer from -1 to 32767");
+  EXPECT_LOAD_ERROR(with_bootstrap("offset_store: {cache_entries: 10}\n"), "offset_store.cache_entries:");
+  EXPECT_EQ(load_config_string(with_bootstrap("offset_store: {cache_entries: 5000}\n")).offset_store.cache_entries,
+            5000u);
 }
 
 TEST(config_logging, format_and_json_forms) {

@@ -1,0 +1,113 @@
+// The offset store client of one core (DESIGN.md section 2, "Committed offsets"): virtual
+// committed offsets live in a compacted topic of the cluster (offset_store.topic); this
+// reads a store partition up to its current end on demand, writes records with acks=all,
+// and caches what it read per store partition within offset_store.cache_entries. Losing
+// the cache only costs a re-read. It keeps its own broker connections (store partitions
+// have their own leaders); nothing is shared with other cores but the topic itself.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "proxy/cluster_directory.h"
+#include "proxy/upstream_link.h"
+#include "reactor/event_loop.h"
+#include "remap/offset_cache.h"
+
+namespace kpp {
+
+class shard_server;
+
+// 0 on success, else the Kafka error code to answer with.
+using store_done = std::function<void(int16_t error)>;
+
+struct store_record {
+    offset_key key;
+    std::optional<offset_value> value;  // nullopt: tombstone
+};
+
+class offset_store {
+public:
+    offset_store(shard_server& server, offset_store_info info);
+    ~offset_store();
+    offset_store(const offset_store&) = delete;
+    offset_store& operator=(const offset_store&) = delete;
+
+    bool available() const { return info_.partitions > 0; }
+    int32_t partition_of(std::string_view group) const;
+    // Reads the store partition up to its end as of now; `done` runs later (never inside
+    // this call) once the cache holds every record acknowledged before the call.
+    void sync(int32_t partition, store_done done);
+    // Appends the records (acks=all); on success they are in the cache before `done` runs.
+    void write(int32_t partition, std::vector<store_record> records, store_done done);
+    // Valid until control returns to the event loop.
+    const offset_cache& cache(int32_t partition) const { return partitions_[size_t(partition)].cache; }
+    // Fails requests the brokers did not answer within kafka.request_timeout_ms.
+    void check_timeouts(uint64_t now_ns);
+    // At shutdown: closes the broker connections, failing what still waits.
+    void close();
+
+    // The error the proxy answers with while the store cannot be read or written: retriable
+    // for every client, which retries the commit or offset fetch.
+    static constexpr int16_t unavailable_error = 14;  // COORDINATOR_LOAD_IN_PROGRESS
+
+private:
+    class link;
+    using response_handler = std::function<void(protocol::frame* response, int16_t error)>;
+
+    struct pending_write {
+        std::vector<store_record> records;
+        store_done done;
+        int attempts = 0;
+    };
+    struct partition_state {
+        offset_cache cache;
+        int64_t next_offset = 0;      // where the next read starts
+        bool reading = false;         // a read round is in flight
+        int read_attempts = 0;
+        int32_t read_bytes = 1 << 20;
+        std::vector<store_done> this_round;  // satisfied when the round in flight ends
+        std::vector<store_done> next_round;  // arrived while a round was in flight
+        uint64_t last_used = 0;
+    };
+
+    link* link_to(int32_t node_id);
+    void send(int32_t node_id, int16_t api_key, int16_t version, const std::vector<std::byte>& body,
+              response_handler handler);
+    // Runs `then` once store partition leaders are known (error != 0: they cannot be learnt).
+    void with_leaders(std::function<void(int16_t error)> then);
+    void on_metadata(protocol::frame* response, int16_t error);
+    void forget_leaders();
+    void start_read(int32_t partition);
+    void on_read(int32_t partition, int64_t fetch_offset, protocol::frame* response, int16_t error);
+    void finish_read(int32_t partition, int16_t error);
+    void send_write(int32_t partition, std::shared_ptr<pending_write> write);
+    void on_written(int32_t partition, std::shared_ptr<pending_write> write, protocol::frame* response, int16_t error);
+    void post(std::function<void()> task);
+    void evict_beyond_bound(int32_t keep);
+    static void on_posted(reactor::timer& self, void* context);
+    static void on_reap(reactor::timer& self, void* context);
+
+    shard_server& server_;
+    offset_store_info info_;
+    std::vector<partition_state> partitions_;
+    std::vector<int32_t> leaders_;  // per store partition; -1 unknown
+    bool leaders_known_ = false;
+    bool metadata_in_flight_ = false;
+    std::vector<std::function<void(int16_t)>> leader_waiters_;
+    std::map<int32_t, std::unique_ptr<link>> links_;  // node id -> connection; -1: bootstrap
+    std::vector<std::unique_ptr<link>> retired_links_;
+    std::vector<std::function<void()>> posted_;
+    reactor::timer post_timer_;
+    reactor::timer reap_timer_;
+    uint64_t use_clock_ = 0;
+    bool closed_ = false;
+};
+
+}  // namespace kpp
