@@ -22,11 +22,11 @@ trap cleanup EXIT
 
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-echo "==> starting the mock cluster: 3 brokers, topic 'demo' with 10 partitions"
+echo "==> starting the mock cluster: 3 brokers, topic 'demo' with 10 partitions (and the proxy's offset store topic __kpr_offsets: the mock cannot create topics)"
 mkfifo "$work/mock.in"
 sleep infinity > "$work/mock.in" &
 keep_open_pid=$!
-build/tools/kpp-mock-cluster --brokers 3 --topic demo:10 < "$work/mock.in" > "$work/mock.out" 2> "$work/mock.err" &
+build/tools/kpp-mock-cluster --brokers 3 --topic demo:10 --topic __kpr_offsets:4 < "$work/mock.in" > "$work/mock.out" 2> "$work/mock.err" &
 mock_pid=$!
 for _ in $(seq 100); do grep -q '^BOOTSTRAP' "$work/mock.out" 2>/dev/null && break; sleep 0.1; done
 bootstrap="$(sed -n 's/^BOOTSTRAP //p' "$work/mock.out")"
