@@ -164,8 +164,9 @@ message_type decode_response(int16_t api_key, int16_t version, const std::vector
 // while its partitions have no leader yet.
 int32_t store_partitions(blocking_connection& connection, int16_t version, const std::string& topic) {
     protocol::messages::metadata_request request;
-    request.topics.emplace();
-    request.topics->push_back({{}, topic});
+    // Before v4 naming a topic may auto-create it (with the broker's defaults, not
+    // compacted): ask for every topic instead.
+    if (version >= 4) request.topics.emplace(1, protocol::messages::metadata_request::topics_element{{}, topic});
     request.allow_auto_topic_creation = false;
     auto decoded = decode_response<protocol::messages::metadata_response>(
         protocol::api_key::metadata, version,

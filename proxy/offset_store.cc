@@ -189,8 +189,8 @@ void offset_store::with_leaders(std::function<void(int16_t)> then) {
     if (metadata_in_flight_) return;
     metadata_in_flight_ = true;
     messages::metadata_request request;
-    request.topics.emplace();
-    request.topics->push_back({{}, info_.topic});
+    // Before v4 naming a topic may auto-create it: ask for every topic instead.
+    if (info_.metadata_version >= 4) request.topics.emplace(1, messages::metadata_request::topics_element{{}, info_.topic});
     request.allow_auto_topic_creation = false;
     protocol::wire_writer writer;
     messages::encode(request, info_.metadata_version, writer);

@@ -189,22 +189,27 @@ private:
             cache.for_group(request_.group_id, [&](const std::string& name, int32_t v, const offset_value& value) {
                 if (name == topic.name && v < mappings_[t].virtual_partitions) committed[v] = value.offset;
             });
-            std::set<int32_t> touched;
+            // p -> the longest metadata committed on it here: the broker checks its size
+            // (offset.metadata.max.bytes) and refuses the commit of p if it is too large.
+            std::map<int32_t, std::string> touched;
             for (size_t i = 0; i < topic.partitions.size(); ++i) {
                 if (errors_[t][i] != 0) continue;
-                committed[topic.partitions[i].partition_index] = topic.partitions[i].committed_offset;
-                touched.insert(topic.partitions[i].partition_index % mappings_[t].physical_partitions);
+                const auto& entry = topic.partitions[i];
+                committed[entry.partition_index] = entry.committed_offset;
+                std::string& longest = touched[entry.partition_index % mappings_[t].physical_partitions];
+                if (entry.committed_metadata && entry.committed_metadata->size() > longest.size())
+                    longest = *entry.committed_metadata;
             }
             messages::offset_commit_request::topics_element out;
             out.name = topic.name;
-            for (int32_t p : touched) {
+            for (const auto& [p, metadata] : touched) {
                 auto offset = physical_commit_offset(committed, p, mappings_[t].physical_partitions);
                 if (!offset) continue;  // no virtual partition of p has an offset: nothing to protect
                 messages::offset_commit_request::topics_element::partitions_element entry;
                 entry.partition_index = p;
                 entry.committed_offset = *offset;
                 entry.committed_leader_epoch = -1;
-                entry.committed_metadata = std::string();
+                entry.committed_metadata = metadata;
                 out.partitions.push_back(std::move(entry));
                 physically_committed_.insert({t, p});
             }
