@@ -73,9 +73,17 @@ def _endpoint(upstream, log_dir: Path, name: str, session=None, extra_config: st
             item.module.__name__.endswith("test_robustness") for item in session.items)
         mismatches = [line for line in proxy.log_path.read_text(errors="replace").splitlines()
                       if "does not match the schema" in line
-                      and not (malformed_requests_sent and "protocol check: request" in line)]
+                      and not (malformed_requests_sent and "protocol check: request" in line)
+                      and not _known_mock_deviation(line)]
         assert not mismatches, "real clients and brokers sent messages the schema files do not describe:\n" + \
             "\n".join(mismatches[:20])
+
+
+def _known_mock_deviation(line: str) -> bool:
+    """The 2.0.2 mock answers OffsetFetch's "all topics" form with a null topics array
+    (length -1), which Kafka's schema does not allow; the proxy reads it as no topics."""
+    return ("response from the broker" in line and "offset_fetch_response v" in line
+            and "negative length" in line and "body ffffffff" in line.replace("body 00000000ffffffff", "body ffffffff"))
 
 
 @pytest.fixture(scope="session")
