@@ -88,25 +88,6 @@ private:
     uint32_t timeout_ms_;
 };
 
-int16_t metadata_version_to_use(blocking_connection& connection) {
-    auto response = connection.exchange(protocol::encode_api_versions_request(0, 1, "kafka-partition-proxy"));
-    protocol::wire_reader reader(response);
-    reader.read_int32();
-    int16_t error_code = reader.read_int16();
-    int32_t count = reader.read_array_length(false, false, 6);
-    if (!reader.ok() || error_code != 0) throw std::runtime_error("ApiVersions failed");
-    for (int32_t index = 0; index < count && reader.ok(); ++index) {
-        int16_t key = reader.read_int16();
-        int16_t min_version = reader.read_int16();
-        int16_t max_version = reader.read_int16();
-        if (key == protocol::api_key::metadata) {
-            int16_t chosen = std::min<int16_t>(max_version, 12);
-            if (chosen < min_version) throw std::runtime_error("no common Metadata version");
-            return chosen;
-        }
-    }
-    throw std::runtime_error("the broker does not offer Metadata");
-}
 
 using version_ranges = std::map<int16_t, std::pair<int16_t, int16_t>>;
 
@@ -126,6 +107,15 @@ version_ranges api_version_ranges(blocking_connection& connection) {
     }
     if (!reader.ok()) throw std::runtime_error("malformed ApiVersions response");
     return ranges;
+}
+
+int16_t metadata_version_to_use(blocking_connection& connection) {
+    version_ranges ranges = api_version_ranges(connection);
+    auto found = ranges.find(protocol::api_key::metadata);
+    if (found == ranges.end()) throw std::runtime_error("the broker does not offer Metadata");
+    int16_t chosen = std::min<int16_t>(found->second.second, 12);
+    if (chosen < found->second.first) throw std::runtime_error("no common Metadata version");
+    return chosen;
 }
 
 // The highest version in [lowest, highest] the broker offers; nullopt when none.
