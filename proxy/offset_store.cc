@@ -467,6 +467,9 @@ void offset_store::on_written(int32_t partition, std::shared_ptr<pending_write> 
         for (size_t index = 0; index < pending->records.size(); ++index)
             state.cache.apply(pending->records[index].key, pending->records[index].value,
                               base_offset + int64_t(index));
+        // Right after what was read: the next read need not fetch these records back.
+        if (state.next_offset == base_offset && !state.reading)
+            state.next_offset = base_offset + int64_t(pending->records.size());
         bump(server_.metrics().offset_store_records_written, pending->records.size());
         pending->done(0);
         return;
