@@ -94,7 +94,7 @@ install_debian_packages() {
     libgtest-dev libgmock-dev libbenchmark-dev
     librdkafka-dev kcat
     python3 python3-pytest python3-confluent-kafka python3-kafka
-    curl procps valgrind ca-certificates
+    curl procps valgrind ca-certificates haproxy
   )
   # Node only when absent: a NodeSource or hand-installed node must not be replaced.
   if ! command -v node >/dev/null 2>&1; then wanted+=(nodejs); fi
