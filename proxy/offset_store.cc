@@ -9,7 +9,7 @@
 #include "protocol/kpp_messages.h"
 #include "protocol/record_batch.h"
 #include "protocol/wire.h"
-#include "proxy/exchange.h"
+#include "proxy/exchange_messages.h"
 #include "proxy/shard_server.h"
 
 namespace kpp {
@@ -40,11 +40,6 @@ bool leader_changed(int16_t error) {
         default:
             return false;
     }
-}
-
-int64_t wall_clock_ms() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
 }
 
 }  // namespace
@@ -124,6 +119,11 @@ private:
     bool dead_ = false;
 };
 
+int64_t offset_store::wall_clock_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
 offset_store::offset_store(shard_server& server, offset_store_info info)
     : server_(server), info_(std::move(info)), partitions_(size_t(std::max(info_.partitions, 0))),
       leaders_(size_t(std::max(info_.partitions, 0)), -1), post_timer_(server.loop()), reap_timer_(server.loop()) {}
@@ -201,11 +201,11 @@ void offset_store::with_leaders(std::function<void(int16_t)> then) {
 void offset_store::on_metadata(protocol::frame* response, int16_t error) {
     metadata_in_flight_ = false;
     if (response) {
-        auto body = exchange_util::response_body(*response, protocol::api_key::metadata, info_.metadata_version);
-        messages::metadata_response decoded;
+        auto decoded = exchange_util::decode_response<messages::metadata_response>(*response, protocol::api_key::metadata,
+                                                                                    info_.metadata_version);
         error = unavailable_error;
-        if (body && messages::decode(decoded, info_.metadata_version, body->span()) == protocol::wire_error::none) {
-            for (const auto& topic : decoded.topics) {
+        if (decoded) {
+            for (const auto& topic : decoded->topics) {
                 if (topic.name != info_.topic) continue;
                 if (topic.error_code != 0) {
                     spdlog::warn("offset store: Metadata for {} answered error {}", info_.topic, topic.error_code);
@@ -287,12 +287,13 @@ void offset_store::on_read(int32_t partition, int64_t fetch_offset, protocol::fr
         return;
     }
     const messages::fetch_response::responses_element::partitions_element* answer = nullptr;
-    messages::fetch_response decoded;
+    std::optional<messages::fetch_response> decoded;
     if (response) {
-        auto body = exchange_util::response_body(*response, protocol::api_key::fetch, info_.fetch_version);
-        if (body && messages::decode(decoded, info_.fetch_version, body->span()) == protocol::wire_error::none) {
-            error = decoded.error_code;
-            for (const auto& topic : decoded.responses)
+        decoded = exchange_util::decode_response<messages::fetch_response>(*response, protocol::api_key::fetch,
+                                                                           info_.fetch_version);
+        if (decoded) {
+            error = decoded->error_code;
+            for (const auto& topic : decoded->responses)
                 for (const auto& entry : topic.partitions)
                     if (topic.topic == info_.topic && entry.partition_index == partition) answer = &entry;
             if (error == 0 && !answer) error = unavailable_error;
@@ -450,11 +451,11 @@ void offset_store::on_written(int32_t partition, std::shared_ptr<pending_write> 
                               int16_t error) {
     int64_t base_offset = -1;
     if (response) {
-        auto body = exchange_util::response_body(*response, protocol::api_key::produce, info_.produce_version);
-        messages::produce_response decoded;
+        auto decoded = exchange_util::decode_response<messages::produce_response>(*response, protocol::api_key::produce,
+                                                                                   info_.produce_version);
         error = unavailable_error;
-        if (body && messages::decode(decoded, info_.produce_version, body->span()) == protocol::wire_error::none) {
-            for (const auto& topic : decoded.responses)
+        if (decoded) {
+            for (const auto& topic : decoded->responses)
                 for (const auto& entry : topic.partition_responses)
                     if (topic.name == info_.topic && entry.index == partition) {
                         error = entry.error_code;

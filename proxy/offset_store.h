@@ -56,6 +56,8 @@ public:
     // The error the proxy answers with while the store cannot be read or written: retriable
     // for every client, which retries the commit or offset fetch.
     static constexpr int16_t unavailable_error = 14;  // COORDINATOR_LOAD_IN_PROGRESS
+    // Commit times and record timestamps (ms since the epoch).
+    static int64_t wall_clock_ms();
 
 private:
     class link;

@@ -14,7 +14,6 @@
 // Requests naming no mapped topic (OffsetCommit, OffsetDelete) are forwarded unchanged.
 #include <spdlog/spdlog.h>
 
-#include <chrono>
 #include <map>
 #include <set>
 
@@ -22,6 +21,7 @@
 #include "protocol/kpp_messages.h"
 #include "protocol/wire.h"
 #include "proxy/exchange.h"
+#include "proxy/exchange_messages.h"
 #include "proxy/handlers.h"
 #include "proxy/offset_store.h"
 #include "proxy/shard_server.h"
@@ -37,11 +37,6 @@ constexpr int16_t offset_fetch_key = 9;
 constexpr int16_t delete_groups_key = 42;
 constexpr int16_t offset_delete_key = 47;
 constexpr int16_t group_id_not_found = 69;
-
-int64_t wall_clock_ms() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
 
 // The outcome of one store operation, shared between the exchange and the store's callback
 // (which may outlive the exchange).
@@ -75,31 +70,16 @@ int16_t first_error(const std::vector<std::shared_ptr<store_cell>>& cells) {
     return 0;
 }
 
-template <typename message_type>
-void send_message(exchange_env& env, const byte_slice& header_tail, int16_t api_key, int16_t version,
-                  const message_type& message) {
-    protocol::wire_writer writer;
-    messages::encode(message, version, writer);
-    uint32_t length = uint32_t(writer.size());
-    std::vector<byte_slice> body{byte_slice{reactor::shared_bytes::copy_of(writer.bytes()), 0, length}};
-    send_upstream(env, api_key, version, header_tail, std::move(body), true);
-}
-
-template <typename message_type>
-std::vector<byte_slice> encode_answer(int16_t api_key, int16_t version, const message_type& message) {
-    protocol::wire_writer writer;
-    messages::encode(message, version, writer);
-    return exchange_util::response_pieces(api_key, version, std::move(writer.bytes()));
-}
+using exchange_util::encode_response;
+using exchange_util::send_message;
 
 template <typename message_type>
 std::optional<message_type> decode_answer(exchange_env& env, const protocol::frame& response, int16_t api_key,
                                           int16_t version) {
-    auto body = exchange_util::response_body(response, api_key, version);
-    message_type decoded;
-    if (body && messages::decode(decoded, version, body->span()) == protocol::wire_error::none) return decoded;
-    spdlog::warn("malformed {} v{} response from the broker for {}", protocol::api_name(api_key), version, env.peer);
-    return std::nullopt;
+    auto decoded = exchange_util::decode_response<message_type>(response, api_key, version);
+    if (!decoded)
+        spdlog::warn("malformed {} v{} response from the broker for {}", protocol::api_name(api_key), version, env.peer);
+    return decoded;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -222,7 +202,7 @@ private:
 
     bool write_virtual(exchange_env& env) {
         std::vector<store_record> records;
-        int64_t now_ms = wall_clock_ms();
+        int64_t now_ms = offset_store::wall_clock_ms();
         for (size_t t = 0; t < request_.topics.size(); ++t) {
             if (!mappings_[t].remapped()) continue;
             const auto& topic = request_.topics[t];
@@ -259,7 +239,7 @@ private:
                 topic.partitions.push_back({request_.topics[t].partitions[i].partition_index, errors_[t][i]});
             out.topics.push_back(std::move(topic));
         }
-        answer = encode_answer(offset_commit_key, version_, out);
+        answer = encode_response(offset_commit_key, version_, out);
         return true;
     }
 
@@ -387,7 +367,7 @@ private:
                 out.topics.push_back(std::move(copy));
             }
         }
-        answer = encode_answer(offset_fetch_key, version_, out);
+        answer = encode_response(offset_fetch_key, version_, out);
         return true;
     }
 
@@ -536,7 +516,7 @@ public:
 
 private:
     bool finish() {
-        answer = encode_answer(offset_delete_key, version_, out_);
+        answer = encode_response(offset_delete_key, version_, out_);
         return true;
     }
 
@@ -561,7 +541,7 @@ public:
         auto decoded = decode_answer<messages::delete_groups_response>(env, response, delete_groups_key, version_);
         if (!decoded) {
             out_.results.clear();
-            answer = encode_answer(delete_groups_key, version_, out_);
+            answer = encode_response(delete_groups_key, version_, out_);
             return true;
         }
         out_ = *decoded;
@@ -620,7 +600,7 @@ public:
 
 private:
     bool finish() {
-        answer = encode_answer(delete_groups_key, version_, out_);
+        answer = encode_response(delete_groups_key, version_, out_);
         return true;
     }
 

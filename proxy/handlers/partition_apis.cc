@@ -13,6 +13,7 @@
 #include "protocol/api.h"
 #include "protocol/kpp_messages.h"
 #include "proxy/exchange.h"
+#include "proxy/exchange_messages.h"
 #include "proxy/handlers.h"
 #include "proxy/shard_server.h"
 
@@ -43,11 +44,8 @@ public:
 
     bool on_response(exchange_env& env, protocol::frame&& response) override {
         size_t round = received_++;
-        auto body = exchange_util::response_body(response, api_key_, version_);
-        response_type decoded;
-        if (body && messages::decode(decoded, version_, body->span()) == protocol::wire_error::none)
-            answers_[round] = std::move(decoded);
-        else
+        answers_[round] = exchange_util::decode_response<response_type>(response, api_key_, version_);
+        if (!answers_[round])
             spdlog::warn("malformed {} v{} response from the broker for {}", protocol::api_name(api_key_), version_,
                          env.peer);
         if (received_ < answers_.size()) return false;
@@ -56,9 +54,7 @@ public:
     }
 
     std::vector<byte_slice> encode_answer(const response_type& message) const {
-        protocol::wire_writer writer;
-        messages::encode(message, version_, writer);
-        return exchange_util::response_pieces(api_key_, version_, std::move(writer.bytes()));
+        return exchange_util::encode_response(api_key_, version_, message);
     }
 
 private:
@@ -71,12 +67,7 @@ private:
 
 template <typename request_type>
 void send_message(exchange_env& env, const client_request& request, int16_t api_key, const request_type& message) {
-    int16_t version = request.header.fixed.api_version;
-    protocol::wire_writer writer;
-    messages::encode(message, version, writer);
-    uint32_t length = uint32_t(writer.size());
-    std::vector<byte_slice> body{byte_slice{reactor::shared_bytes::copy_of(writer.bytes()), 0, length}};
-    send_upstream(env, api_key, version, request.header_tail, std::move(body), true);
+    exchange_util::send_message(env, request.header_tail, api_key, request.header.fixed.api_version, message);
 }
 
 // One requested partition of a partition-mapped API.
