@@ -11,11 +11,20 @@ load (kpp-loadgen, a librdkafka client producing and consuming in one process):
   proxy-v10  loadgen -> kafka-partition-proxy, V = 10 P, uncompressed
   proxy-v10-lz4  the same with lz4 (the proxy recompresses to tag batches)
 
-For each: throughput at saturation (produce + consume MB/s), then produce and end-to-end
-latency percentiles at half of the direct saturation rate (fixed rate, coordinated
-omission corrected by the generator), and the middle process's CPU seconds per GB moved
-(utime + stime from /proc, so the figure holds on a shared, noisy machine) and peak RSS.
-Ratios against direct and HAProxy are printed as a table (and written as JSON).
+Each round runs every topology at saturation (produce + consume MB/s), then every topology
+again at one fixed rate, half of the slowest topology's saturation rate in that round, for
+produce-acknowledgement and end-to-end latency percentiles (coordinated omission corrected by
+the generator): the same load for all, so the difference from direct is the latency a middle
+process adds. The middle process's CPU seconds per GB moved (utime + stime from /proc, so the
+figure holds on a shared, noisy machine) and its peak RSS come from the saturation run.
+Ratios (against direct, against HAProxy) are taken inside a round, then the median over
+--runs rounds is printed, with the lowest and highest in brackets.
+
+Then the proxy's thread scaling: two load generators at saturation through the proxy (V == P)
+with 1 and then 2 threads, and the RSS of 1,000 idle client connections.
+
+--load-cpus / --middle-cpus pin the load side (generators and broker) and the middle process
+to sets of processors (taskset), so the middle does not compete with the load for a core.
 
 --short is what `meson test --benchmark` runs (a few minutes); the default is longer.
 """
@@ -28,6 +37,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,7 +81,9 @@ def wait_port(port: int, timeout_s: float = 20.0) -> None:
 class Process:
     """A child process in its own session, stopped with SIGTERM (then SIGKILL)."""
 
-    def __init__(self, argv: list[str], log: Path, stdin=subprocess.DEVNULL):
+    def __init__(self, argv: list[str], log: Path, stdin=subprocess.DEVNULL, cpus: str | None = None):
+        if cpus:
+            argv = ["taskset", "-c", cpus] + argv
         self.log = open(log, "wb")
         self.popen = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=self.log,
                                       start_new_session=True)
@@ -92,7 +104,8 @@ class Process:
 
 
 class Broker(Process):
-    def __init__(self, binary: str, work: Path, name: str, topics: list[str], advertise: str | None = None):
+    def __init__(self, binary: str, work: Path, name: str, topics: list[str], advertise: str | None = None,
+                 cpus: str | None = None):
         argv = [binary]
         for topic in topics:
             argv += ["--topic", topic]
@@ -100,7 +113,7 @@ class Broker(Process):
             argv += ["--advertise", advertise]
         self.port = free_port()
         argv += ["--listen", f"127.0.0.1:{self.port}"]
-        super().__init__(argv, work / f"{name}-broker.log", stdin=subprocess.PIPE)
+        super().__init__(argv, work / f"{name}-broker.log", stdin=subprocess.PIPE, cpus=cpus)
         line = self.popen.stdout.readline().decode().strip()
         if not line.startswith("BOOTSTRAP "):
             raise RuntimeError(f"kpp-mem-broker did not start: {line!r}; see {work / (name + '-broker.log')}")
@@ -116,16 +129,22 @@ class Broker(Process):
 
 @dataclass
 class Result:
+    """One run of one topology: at saturation (rate 0) or at a fixed rate."""
     name: str
-    saturation: dict = field(default_factory=dict)
-    paced: dict = field(default_factory=dict)
+    load: dict = field(default_factory=dict)  # the generators' figures (summed over generators)
     middle_cpu_s: float | None = None
     moved_bytes: int = 0
     middle_rss_peak_kb: int | None = None
+    wall_s: float = 0.0  # how long the load ran, start-up and drain included
+
+    @property
+    def middle_cores(self) -> float | None:
+        """The middle process's average CPU use over the load run, in cores."""
+        return self.middle_cpu_s / self.wall_s if self.middle_cpu_s is not None and self.wall_s else None
 
     @property
     def throughput_mb_s(self) -> float:
-        return self.saturation.get("produce_mb_s", 0.0) + self.saturation.get("consume_mb_s", 0.0)
+        return self.load.get("produce_mb_s", 0.0) + self.load.get("consume_mb_s", 0.0)
 
     @property
     def cpu_s_per_gb(self) -> float | None:
@@ -133,18 +152,43 @@ class Result:
             return None
         return self.middle_cpu_s / (self.moved_bytes / 1e9)
 
+    def as_json(self) -> dict:
+        return {"load": self.load, "middle_cpu_s": self.middle_cpu_s, "moved_bytes": self.moved_bytes,
+                "cpu_s_per_gb": self.cpu_s_per_gb, "rss_peak_kb": self.middle_rss_peak_kb,
+                "wall_s": self.wall_s}
 
-def loadgen(binary: str, bootstrap: str, topic: str, seconds: float, rate: int, record_bytes: int,
-            compression: str, log: Path) -> dict:
-    argv = [binary, "--bootstrap", bootstrap, "--topic", topic, "--mode", "both", "--rate", str(rate),
-            "--duration", str(seconds), "--warmup", "1", "--record-bytes", str(record_bytes),
-            "--compression", compression, "--json"]
-    done = subprocess.run(argv, capture_output=True, timeout=seconds + 120)
-    log.write_bytes(done.stdout + b"\n--- stderr ---\n" + done.stderr)
-    lines = [line for line in done.stdout.decode().splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"kpp-loadgen failed (rc={done.returncode}); see {log}")
-    return json.loads(lines[-1])
+
+def loadgen_argv(args, bootstrap: str, topic: str, seconds: float, rate: int, compression: str,
+                 producers: int) -> list[str]:
+    argv = [args.loadgen, "--bootstrap", bootstrap, "--topic", topic, "--mode", "both", "--rate", str(rate),
+            "--duration", str(seconds), "--warmup", "1", "--record-bytes", str(args.record_bytes),
+            "--compression", compression, "--producers", str(producers), "--json"]
+    if rate:  # paced runs: the producer sends as soon as a record is due (see --paced-linger-ms)
+        argv += ["--linger-ms", str(args.paced_linger_ms)]
+    return (["taskset", "-c", args.load_cpus] if args.load_cpus else []) + argv
+
+
+def loadgen(args, bootstrap: str, topics: list[str], seconds: float, rate: int, compression: str,
+            log: Path, producers: int = 1) -> dict:
+    """Runs one generator per topic at once; returns their figures, throughputs and counts
+    summed (latency percentiles are the first generator's)."""
+    running = [subprocess.Popen(loadgen_argv(args, bootstrap, topic, seconds, rate, compression, producers),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for topic in topics]
+    figures = []
+    for index, process in enumerate(running):
+        stdout, stderr = process.communicate(timeout=seconds + 120)
+        path = log.with_name(f"{log.stem}-{index}{log.suffix}")
+        path.write_bytes(stdout + b"\n--- stderr ---\n" + stderr)
+        lines = [line for line in stdout.decode().splitlines() if line.startswith("{")]
+        if process.returncode != 0 or not lines:
+            raise RuntimeError(f"kpp-loadgen failed (rc={process.returncode}); see {path}")
+        figures.append(json.loads(lines[-1]))
+    total = dict(figures[0])
+    for other in figures[1:]:
+        for key in ("records_produced", "bytes_produced", "produce_mb_s", "records_consumed", "consume_mb_s",
+                    "errors", "achieved_rate", "target_rate"):
+            total[key] = total.get(key, 0) + other.get(key, 0)
+    return total
 
 
 def proxy_config(port: int, base: int, metrics: int, bootstrap: str, threads: int, mapping: str) -> str:
@@ -157,52 +201,58 @@ def proxy_config(port: int, base: int, metrics: int, bootstrap: str, threads: in
             + mapping)
 
 
-def run_topology(name: str, args, work: Path, rate: int, seconds: float, compression: str = "none") -> Result:
-    """Starts broker and middle process, runs one loadgen, returns the figures."""
-    topic = "bench-v" if name.startswith("proxy-v10") else "bench"
-    topics = [f"bench:{PHYSICAL}", f"bench-v:{PHYSICAL}", "__kpr_offsets:1"]
+def run_topology(name: str, args, work: Path, rate: int, seconds: float, threads: int | None = None,
+                 generators: int = 1, tag: str = "") -> Result:
+    """Starts a fresh broker and middle process, runs the load (at saturation when rate is
+    0), returns the figures."""
+    compression = "lz4" if name.endswith("lz4") else "none"
+    virtual = name.startswith("proxy-v10")
+    topics = [f"bench{i}:{PHYSICAL}" for i in range(generators)] + \
+             [f"bench-v{i}:{PHYSICAL}" for i in range(generators)] + ["__kpr_offsets:1"]
+    load_topics = [f"bench-v{i}" if virtual else f"bench{i}" for i in range(generators)]
+    label = f"{name}{tag}-{'paced' if rate else 'saturation'}"
     middle: Process | None = None
     broker: Broker | None = None
     try:
         if name == "direct":
-            broker = Broker(args.broker, work, name, topics)
+            broker = Broker(args.broker, work, label, topics, cpus=args.load_cpus)
             bootstrap = broker.bootstrap
         elif name == "haproxy":
             port = free_port()
-            broker = Broker(args.broker, work, name, topics, advertise=f"127.0.0.1:{port}")
+            broker = Broker(args.broker, work, label, topics, advertise=f"127.0.0.1:{port}", cpus=args.load_cpus)
             config = work / "haproxy.cfg"
             config.write_text(
-                "global\n  maxconn 4000\n  nbthread 2\n"
+                f"global\n  maxconn 4000\n  nbthread {threads or args.threads}\n"
                 "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n"
                 f"frontend kafka\n  bind 127.0.0.1:{port}\n  default_backend broker\n"
                 f"backend broker\n  server b1 {broker.bootstrap}\n")
-            middle = Process([args.haproxy, "-db", "-f", str(config)], work / f"{name}-middle.log")
+            middle = Process([args.haproxy, "-db", "-f", str(config)], work / f"{label}-middle.log",
+                             cpus=args.middle_cpus)
             wait_port(port)
             bootstrap = f"127.0.0.1:{port}"
         else:
-            broker = Broker(args.broker, work, name, topics)
+            broker = Broker(args.broker, work, label, topics, cpus=args.load_cpus)
             port, metrics, base = free_port(), free_port(), free_port()
-            mapping = (f"mapping:\n  topics:\n    bench-v: {{ virtual_partitions: {10 * PHYSICAL}, "
-                       f"physical_partitions: {PHYSICAL} }}\n")
-            config = work / f"{name}.yaml"
-            config.write_text(proxy_config(port, base, metrics, broker.bootstrap, args.threads, mapping))
-            middle = Process([args.proxy, "-c", str(config)], work / f"{name}-middle.log")
+            mapping = "mapping:\n  topics:\n" + "".join(
+                f"    bench-v{i}: {{ virtual_partitions: {10 * PHYSICAL}, physical_partitions: {PHYSICAL} }}\n"
+                for i in range(generators))
+            config = work / f"{label}.yaml"
+            config.write_text(proxy_config(port, base, metrics, broker.bootstrap, threads or args.threads, mapping))
+            middle = Process([args.proxy, "-c", str(config)], work / f"{label}-middle.log", cpus=args.middle_cpus)
             wait_port(port)
             bootstrap = f"127.0.0.1:{port}"
         result = Result(name)
         before = cpu_seconds(middle.pid) if middle else None
-        result.saturation = loadgen(args.loadgen, bootstrap, topic, seconds, 0, args.record_bytes, compression,
-                                    work / f"{name}-saturation.json")
+        started = time.monotonic()
+        result.load = loadgen(args, bootstrap, load_topics, seconds, rate, compression, work / f"{label}.json",
+                              producers=2 if generators > 1 else 1)
+        result.wall_s = time.monotonic() - started
         if middle:
             result.middle_cpu_s = cpu_seconds(middle.pid) - before
-        # Payload bytes through the middle: produced once, consumed once.
-        result.moved_bytes = int(result.saturation.get("bytes_produced", 0) +
-                                 result.saturation.get("records_consumed", 0) * args.record_bytes)
-        if rate > 0:
-            result.paced = loadgen(args.loadgen, bootstrap, topic, seconds, rate, args.record_bytes, compression,
-                                   work / f"{name}-paced.json")
-        if middle:
             result.middle_rss_peak_kb = rss_kb(middle.pid, "VmHWM")
+        # Payload bytes through the middle: produced once, consumed once.
+        result.moved_bytes = int(result.load.get("bytes_produced", 0) +
+                                 result.load.get("records_consumed", 0) * args.record_bytes)
         return result
     finally:
         if middle:
@@ -240,27 +290,39 @@ def idle_connections_rss(args, work: Path, count: int) -> tuple[int, int]:
         broker.stop()
 
 
-def ratio(value, base) -> str:
-    if value is None or base in (None, 0):
+def spread(values: list[float], digits: int = 2) -> str:
+    """The median, with the lowest and highest in brackets when there are several."""
+    values = [v for v in values if v is not None]
+    if not values:
         return "-"
-    return f"{value / base:.2f}"
+    middle = f"{statistics.median(values):.{digits}f}"
+    if len(values) == 1:
+        return middle
+    return f"{middle} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--short", action="store_true", help="the quick run of `meson test --benchmark`")
     parser.add_argument("--build", default=str(REPO / "build"))
-    parser.add_argument("--threads", type=int, default=1, help="proxy threads")
+    parser.add_argument("--threads", type=int, default=1, help="proxy (and HAProxy) threads")
     parser.add_argument("--record-bytes", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=None)
-    parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    parser.add_argument("--seconds", type=float, default=None, help="length of each load run")
+    parser.add_argument("--runs", type=int, default=None, help="rounds (medians are printed)")
+    parser.add_argument("--load-cpus", default=None, help="pin generators and broker (taskset list, e.g. 0)")
+    parser.add_argument("--middle-cpus", default=None, help="pin HAProxy / the proxy (taskset list, e.g. 1)")
+    parser.add_argument("--paced-linger-ms", type=int, default=5,
+                        help="producer linger.ms of the fixed-rate runs (librdkafka 2.0 default: 5, as at saturation)")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the 1-vs-2-thread run")
+    parser.add_argument("--out", default=None, help="write every round's figures as JSON here")
     args = parser.parse_args()
     build = Path(args.build)
     args.proxy = str(build / "proxy" / "kafka-partition-proxy")
     args.broker = str(build / "bench" / "kpp-mem-broker")
     args.loadgen = str(build / "bench" / "kpp-loadgen")
     args.haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    seconds = args.seconds or (5.0 if args.short else 20.0)
+    seconds = args.seconds or (4.0 if args.short else 15.0)
+    runs = args.runs or (1 if args.short else 3)
     for binary in (args.proxy, args.broker, args.loadgen):
         if not os.access(binary, os.X_OK):
             print(f"missing {binary}: build first", file=sys.stderr)
@@ -270,40 +332,79 @@ def main() -> int:
         print("haproxy not installed (tools/setup.sh installs it): its row is left out", file=sys.stderr)
         names.remove("haproxy")
     work = Path(tempfile.mkdtemp(prefix="kpp-bench-"))
-    print(f"kpp bench: {seconds:.0f} s per run, {args.record_bytes}-byte records, proxy threads {args.threads}, "
-          f"logs in {work}", flush=True)
-    results: dict[str, Result] = {}
-    direct = run_topology("direct", args, work, 0, seconds)
-    half_rate = int(direct.saturation.get("achieved_rate", 0) / 2)
-    results["direct"] = run_topology("direct", args, work, half_rate, seconds) if half_rate else direct
-    results["direct"].saturation = direct.saturation
-    for name in names[1:]:
-        compression = "lz4" if name.endswith("lz4") else "none"
-        results[name] = run_topology(name, args, work, half_rate, seconds, compression)
-        print(f"  {name}: done", flush=True)
+    pins = (f", load on CPUs {args.load_cpus or 'any'}, middle on CPUs {args.middle_cpus or 'any'}"
+            if args.load_cpus or args.middle_cpus else "")
+    print(f"kpp bench: {runs} round(s), {seconds:.0f} s per load run, {args.record_bytes}-byte records, "
+          f"middle threads {args.threads}{pins}; logs in {work}", flush=True)
+
+    rounds = []
+    for round_number in range(runs):
+        saturated = {name: run_topology(name, args, work, 0, seconds, tag=f"-r{round_number}") for name in names}
+        rate = int(min(r.load.get("achieved_rate", 0) for r in saturated.values()) / 2)
+        paced = {name: run_topology(name, args, work, rate, seconds, tag=f"-r{round_number}") for name in names}
+        rounds.append({"rate": rate, "saturated": saturated, "paced": paced})
+        print(f"  round {round_number + 1}: done (paced at {rate} records/s)", flush=True)
+    scaling = []
+    if not args.no_scaling:
+        for round_number in range(runs):
+            one = run_topology("proxy-vp", args, work, 0, seconds, threads=1, generators=2, tag=f"-t1-r{round_number}")
+            two = run_topology("proxy-vp", args, work, 0, seconds, threads=2, generators=2, tag=f"-t2-r{round_number}")
+            scaling.append((one, two))
     before, after = idle_connections_rss(args, work, 1000)
 
-    base, l4 = results["direct"], results.get("haproxy")
-    header = (f"{'topology':<15} {'MB/s':>8} {'vs direct':>9} {'ack p50':>8} {'ack p99':>8} {'ack p99.9':>9} "
-              f"{'e2e p99':>8} {'CPU s/GB':>9} {'vs HAProxy':>10} {'RSS MB':>7}")
-    print(header)
-    for name, result in results.items():
-        paced = result.paced
-        cpu = result.cpu_s_per_gb
-        print(f"{name:<15} {result.throughput_mb_s:8.1f} {ratio(result.throughput_mb_s, base.throughput_mb_s):>9} "
-              f"{paced.get('ack_p50_us', 0):8.0f} {paced.get('ack_p99_us', 0):8.0f} {paced.get('ack_p999_us', 0):9.0f} "
-              f"{paced.get('e2e_p99_us', 0):8.0f} {('%.2f' % cpu) if cpu is not None else '-':>9} "
-              f"{ratio(cpu, l4.cpu_s_per_gb if l4 else None):>10} "
-              f"{(result.middle_rss_peak_kb or 0) / 1024:7.1f}")
-    print(f"latency at {half_rate} records/s (half of direct saturation); ack = produce acknowledgement, "
-          f"e2e = produce to consume, in microseconds")
+    def per_round(name: str, figure) -> list[float]:
+        values = []
+        for r in rounds:
+            try:
+                values.append(figure(r, name))
+            except (KeyError, TypeError, ZeroDivisionError):
+                pass
+        return values
+
+    def sat(r, name):
+        return r["saturated"][name]
+
+    def lat(r, name, key):
+        return r["paced"][name].load[key]
+
+    has_l4 = "haproxy" in names
+    print(f"{'topology':<14} {'MB/s':>6} {'vs direct':>17} {'ack p50':>7} {'ack p99':>7} {'+p99 vs direct':>17} "
+          f"{'ack p99.9':>9} {'e2e p99':>7} {'CPU s/GB':>8} {'vs HAProxy':>17} {'RSS MB':>6}")
+    for name in names:
+        mb = per_round(name, lambda r, n: sat(r, n).throughput_mb_s)
+        vs_direct = per_round(name, lambda r, n: sat(r, n).throughput_mb_s / sat(r, "direct").throughput_mb_s)
+        added = per_round(name, lambda r, n: lat(r, n, "ack_p99_us") - lat(r, "direct", "ack_p99_us"))
+        cpu = per_round(name, lambda r, n: sat(r, n).cpu_s_per_gb)
+        vs_l4 = per_round(name, lambda r, n: sat(r, n).cpu_s_per_gb / sat(r, "haproxy").cpu_s_per_gb) \
+            if has_l4 and name not in ("direct",) else []
+        rss = per_round(name, lambda r, n: sat(r, n).middle_rss_peak_kb / 1024)
+        med = lambda key: spread(per_round(name, lambda r, n: lat(r, n, key)), 0).split(" ")[0]  # noqa: E731
+        print(f"{name:<14} {spread(mb, 0).split(' ')[0]:>6} {spread(vs_direct):>17} {med('ack_p50_us'):>7} "
+              f"{med('ack_p99_us'):>7} {spread(added, 0) if name != 'direct' else '-':>17} {med('ack_p999_us'):>9} "
+              f"{med('e2e_p99_us'):>7} {spread(cpu).split(' ')[0]:>8} {spread(vs_l4) if vs_l4 else '-':>17} "
+              f"{spread(rss, 1).split(' ')[0]:>6}")
+    rates = [r["rate"] for r in rounds]
+    print(f"MB/s: produce + consume at saturation. Latency (microseconds; ack = produce acknowledgement, "
+          f"e2e = produce to consume) at {spread(rates, 0)} records/s, half of the slowest topology's "
+          f"saturation in each round, linger.ms {args.paced_linger_ms}. Ratios: median of the rounds' ratios (lowest-highest).")
+    if scaling:
+        ratios = [two.throughput_mb_s / one.throughput_mb_s for one, two in scaling if one.throughput_mb_s]
+        print(f"proxy threads (V == P, 2 generators at saturation): 1 thread "
+              f"{spread([one.throughput_mb_s for one, _ in scaling], 0)} MB/s, 2 threads "
+              f"{spread([two.throughput_mb_s for _, two in scaling], 0)} MB/s, ratio {spread(ratios)}; "
+              f"CPU s/GB {spread([one.cpu_s_per_gb for one, _ in scaling])} -> "
+              f"{spread([two.cpu_s_per_gb for _, two in scaling])}; proxy CPU use "
+              f"{spread([one.middle_cores for one, _ in scaling])} -> "
+              f"{spread([two.middle_cores for _, two in scaling])} cores")
     print(f"1000 idle client connections: proxy RSS {before / 1024:.1f} MB -> {after / 1024:.1f} MB")
     if args.out:
         Path(args.out).write_text(json.dumps({
-            "seconds": seconds, "record_bytes": args.record_bytes, "threads": args.threads, "half_rate": half_rate,
-            "results": {name: {"saturation": r.saturation, "paced": r.paced, "middle_cpu_s": r.middle_cpu_s,
-                               "moved_bytes": r.moved_bytes, "cpu_s_per_gb": r.cpu_s_per_gb,
-                               "rss_peak_kb": r.middle_rss_peak_kb} for name, r in results.items()},
+            "seconds": seconds, "record_bytes": args.record_bytes, "threads": args.threads,
+            "load_cpus": args.load_cpus, "middle_cpus": args.middle_cpus,
+            "rounds": [{"rate": r["rate"],
+                        "saturated": {n: x.as_json() for n, x in r["saturated"].items()},
+                        "paced": {n: x.as_json() for n, x in r["paced"].items()}} for r in rounds],
+            "scaling": [{"threads_1": one.as_json(), "threads_2": two.as_json()} for one, two in scaling],
             "idle_rss_kb": {"before": before, "after_1000": after}}, indent=1))
     shutil.rmtree(work, ignore_errors=True)
     return 0
