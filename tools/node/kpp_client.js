@@ -18,6 +18,17 @@
 // Needs NODE_PATH=<node cache>/node_modules (tools/setup.sh --print-node-dir).
 'use strict';
 
+const {fail, emit, text, kafkajs_client: make_kafkajs_client, rdkafka_metadata,
+       kafkajs_metadata: describe_with} = require('./client_common');
+
+function kafkajs_client(args) {
+  return make_kafkajs_client(args, {clientId: 'kpp-e2e', requestTimeout: 10000, retries: 8});
+}
+
+function kafkajs_metadata(args) {
+  return describe_with(kafkajs_client(args), args);
+}
+
 function parse_args(argv) {
   if (argv.length < 2) fail('usage: kpp_client.js LIB OP --bootstrap B [options]');
   const args = {lib: argv[0], op: argv[1], timeout_ms: 30000, prefix: 'v', partitions: 1,
@@ -32,19 +43,6 @@ function parse_args(argv) {
   return args;
 }
 
-function fail(message) {
-  process.stderr.write(`kpp_client.js: ${message}\n`);
-  process.exit(2);
-}
-
-function emit(object) {
-  process.stdout.write(JSON.stringify(object) + '\n');
-}
-
-function text(buffer) {
-  return buffer === null || buffer === undefined ? null : buffer.toString();
-}
-
 function deadline_after(ms, on_expiry) {
   const timer = setTimeout(on_expiry, ms);
   timer.unref();
@@ -52,26 +50,6 @@ function deadline_after(ms, on_expiry) {
 }
 
 // ---- node-rdkafka ----
-
-function rdkafka_metadata(Kafka, args, done) {
-  const client = new Kafka.Producer({'bootstrap.servers': args.bootstrap, 'log_level': 3});
-  const query = args.topic ? {topic: args.topic, allTopics: false} : {allTopics: true};
-  client.connect({...query, timeout: args.timeout_ms}, (error, md) => {
-    if (error) return done({error: String(error)});
-    emit({
-      type: 'metadata',
-      orig_broker_id: md.orig_broker_id,
-      orig_broker_name: md.orig_broker_name,
-      brokers: md.brokers.map((b) => ({id: b.id, host: b.host, port: b.port})),
-      topics: md.topics.map((t) => ({
-        name: t.name,
-        partitions: t.partitions.map((p) => ({id: p.id, leader: p.leader, replicas: p.replicas,
-                                              isrs: p.isrs})),
-      })),
-    });
-    client.disconnect(() => done({}));
-  });
-}
 
 function rdkafka_produce(Kafka, args, done) {
   const producer = new Kafka.Producer({
@@ -144,41 +122,6 @@ function rdkafka_consume(Kafka, args, done) {
 }
 
 // ---- kafkajs ----
-
-function kafkajs_client(args) {
-  const {Kafka, logLevel} = require('kafkajs');
-  return new Kafka({
-    clientId: 'kpp-e2e',
-    brokers: args.bootstrap.split(','),
-    logLevel: logLevel.ERROR,
-    connectionTimeout: 5000,
-    requestTimeout: 10000,
-    retry: {retries: 8, initialRetryTime: 200},
-  });
-}
-
-async function kafkajs_metadata(args) {
-  const admin = kafkajs_client(args).admin();
-  await admin.connect();
-  try {
-    const cluster = await admin.describeCluster();
-    const topics = args.topic ? (await admin.fetchTopicMetadata({topics: [args.topic]})).topics
-                              : [];
-    emit({
-      type: 'metadata',
-      controller_id: cluster.controller,
-      brokers: cluster.brokers.map((b) => ({id: b.nodeId, host: b.host, port: b.port})),
-      topics: topics.map((t) => ({
-        name: t.name,
-        partitions: t.partitions.map((p) => ({id: p.partitionId, leader: p.leader,
-                                              replicas: p.replicas, isrs: p.isr})),
-      })),
-    });
-  } finally {
-    await admin.disconnect();
-  }
-  return {};
-}
 
 async function kafkajs_produce(args) {
   const producer = kafkajs_client(args).producer({allowAutoTopicCreation: true});

@@ -22,6 +22,12 @@
 // Needs NODE_PATH=<node cache>/node_modules (tools/setup.sh --print-node-dir).
 'use strict';
 
+const {fail, parse_list, emit, kafkajs_client: make_kafkajs_client} = require('./client_common');
+
+function kafkajs_client(args) {
+  return make_kafkajs_client(args, {clientId: 'kpp-e2e-offsets', requestTimeout: 15000, retries: 5});
+}
+
 const numeric_options = new Set(['timeout_ms', 'commit', 'drain_ms']);
 
 function parse_args(argv) {
@@ -49,30 +55,6 @@ function parse_args(argv) {
     fail('--want wants one number or one per partition');
   }
   return args;
-}
-
-function parse_list(text) {
-  const values = [];
-  for (const part of String(text).split(',').filter((entry) => entry.length > 0)) {
-    const range = part.match(/^(\d+)-(\d+)$/);
-    if (range) {
-      for (let v = Number(range[1]); v <= Number(range[2]); ++v) values.push(v);
-    } else if (/^\d+$/.test(part)) {
-      values.push(Number(part));
-    } else {
-      fail(`bad list entry ${part}`);
-    }
-  }
-  return values;
-}
-
-function fail(message) {
-  process.stderr.write(`offsets_client.js: ${message}\n`);
-  process.exit(2);
-}
-
-function emit(object) {
-  process.stdout.write(JSON.stringify(object) + '\n');
 }
 
 // What each partition delivered: offsets in order (records are emitted as they come).
@@ -175,18 +157,6 @@ async function rdkafka_group(args, received) {
 }
 
 // ---- kafkajs ----
-
-function kafkajs_client(args) {
-  const {Kafka, logLevel} = require('kafkajs');
-  return new Kafka({
-    clientId: 'kpp-e2e-offsets',
-    brokers: args.bootstrap.split(','),
-    logLevel: logLevel.ERROR,
-    connectionTimeout: 5000,
-    requestTimeout: 15000,
-    retry: {retries: 5, initialRetryTime: 200},
-  });
-}
 
 async function kafkajs_group(args, received) {
   const kafka = kafkajs_client(args);

@@ -49,6 +49,17 @@
 // Needs NODE_PATH=<node cache>/node_modules (tools/setup.sh --print-node-dir).
 'use strict';
 
+const {fail, parse_list, emit, text, kafkajs_client: make_kafkajs_client, rdkafka_metadata,
+       kafkajs_metadata: describe_with} = require('./client_common');
+
+function kafkajs_client(args) {
+  return make_kafkajs_client(args, {clientId: 'kpp-e2e-vp', requestTimeout: 15000, retries: 8});
+}
+
+function kafkajs_metadata(args) {
+  return describe_with(kafkajs_client(args), args);
+}
+
 const numeric_options = new Set(['timeout_ms', 'count', 'linger_ms', 'emit_deliveries', 'eof',
                                  'drain_ms', 'partition_timeout_ms', 'emit_records',
                                  'batch_num_messages', 'fetch_max_bytes', 'fail_on_crash']);
@@ -79,34 +90,6 @@ function parse_args(argv) {
     fail('--expect wants one number or one per partition');
   }
   return args;
-}
-
-function parse_list(text) {
-  const values = [];
-  for (const part of String(text).split(',').filter((entry) => entry.length > 0)) {
-    const range = part.match(/^(\d+)-(\d+)$/);
-    if (range) {
-      for (let v = Number(range[1]); v <= Number(range[2]); ++v) values.push(v);
-    } else if (/^\d+$/.test(part)) {
-      values.push(Number(part));
-    } else {
-      fail(`bad list entry ${part}`);
-    }
-  }
-  return values;
-}
-
-function fail(message) {
-  process.stderr.write(`vp_client.js: ${message}\n`);
-  process.exit(2);
-}
-
-function emit(object) {
-  process.stdout.write(JSON.stringify(object) + '\n');
-}
-
-function text(buffer) {
-  return buffer === null || buffer === undefined ? null : buffer.toString();
 }
 
 function hex(value) {
@@ -159,23 +142,6 @@ class DeliveryLog {
 }
 
 // ---- node-rdkafka ----
-
-function rdkafka_metadata(Kafka, args, done) {
-  const client = new Kafka.Producer({'bootstrap.servers': args.bootstrap, 'log_level': 3});
-  client.connect({topic: args.topic, allTopics: false, timeout: args.timeout_ms}, (error, md) => {
-    if (error) return done({error: String(error)});
-    emit({
-      type: 'metadata',
-      brokers: md.brokers.map((b) => ({id: b.id, host: b.host, port: b.port})),
-      topics: md.topics.map((t) => ({
-        name: t.name,
-        partitions: t.partitions.map((p) => ({id: p.id, leader: p.leader, replicas: p.replicas,
-                                              isrs: p.isrs})),
-      })),
-    });
-    client.disconnect(() => done({}));
-  });
-}
 
 function rdkafka_produce(Kafka, args, done) {
   const producer = new Kafka.Producer({
@@ -331,40 +297,6 @@ function rdkafka_consume(Kafka, args, done) {
 
 function kafkajs_module() {
   return require('kafkajs');
-}
-
-function kafkajs_client(args) {
-  const {Kafka, logLevel} = kafkajs_module();
-  return new Kafka({
-    clientId: 'kpp-e2e-vp',
-    brokers: args.bootstrap.split(','),
-    logLevel: logLevel.ERROR,
-    connectionTimeout: 5000,
-    requestTimeout: 15000,
-    retry: {retries: 8, initialRetryTime: 200},
-  });
-}
-
-async function kafkajs_metadata(args) {
-  const admin = kafkajs_client(args).admin();
-  await admin.connect();
-  try {
-    const cluster = await admin.describeCluster();
-    const topics = (await admin.fetchTopicMetadata({topics: [args.topic]})).topics;
-    emit({
-      type: 'metadata',
-      controller_id: cluster.controller,
-      brokers: cluster.brokers.map((b) => ({id: b.nodeId, host: b.host, port: b.port})),
-      topics: topics.map((t) => ({
-        name: t.name,
-        partitions: t.partitions.map((p) => ({id: p.partitionId, leader: p.leader,
-                                              replicas: p.replicas, isrs: p.isr})),
-      })),
-    });
-  } finally {
-    await admin.disconnect();
-  }
-  return {};
 }
 
 async function kafkajs_produce(args) {
