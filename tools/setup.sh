@@ -2,6 +2,9 @@
 # Installs the build and test bed of kafka-partition-proxy on a fresh Debian 12 (root, apt).
 # Idempotent: installs only what is missing, and runs `apt-get update` only then.
 #
+# Go and sarama 1.22 (Debian, built offline with GOPATH=/usr/share/gocode GO111MODULE=off) are
+# for tools/sarama/vp_sarama.go, which tests/e2e/test_producers.py builds at test time.
+#
 # The Node part (node-rdkafka 3.6.1 with librdkafka 2.12, kafkajs 2.2.4; DESIGN.md section 5)
 # goes into a cache directory keyed by a hash of tools/node/package.json + package-lock.json,
 # because node-rdkafka's native build takes minutes; an existing complete cache is reused.
@@ -27,7 +30,7 @@ for arg in "$@"; do
     --print-node-dir) print_node_dir_only=true ;;
     --skip-apt) skip_apt=true ;;
     --skip-node) skip_node=true ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup.sh: unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -93,6 +96,7 @@ install_debian_packages() {
     libssl-dev zlib1g-dev liblz4-dev libzstd-dev libsnappy-dev
     libgtest-dev libgmock-dev libbenchmark-dev
     librdkafka-dev kcat
+    golang-go golang-github-shopify-sarama-dev
     python3 python3-pytest python3-confluent-kafka python3-kafka
     curl procps valgrind ca-certificates haproxy
   )
