@@ -30,7 +30,7 @@ for arg in "$@"; do
     --print-node-dir) print_node_dir_only=true ;;
     --skip-apt) skip_apt=true ;;
     --skip-node) skip_node=true ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup.sh: unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
