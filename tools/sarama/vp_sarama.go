@@ -4,34 +4,37 @@
 // has "type": "done" (exit 0, or 1 with "error" set).
 //
 // Build (offline, Debian's packages golang-go and golang-github-shopify-sarama-dev):
-//   GOPATH=/usr/share/gocode GO111MODULE=off go build -o vp-sarama tools/sarama/vp_sarama.go
+//
+//	GOPATH=/usr/share/gocode GO111MODULE=off go build -o vp-sarama tools/sarama/vp_sarama.go
 //
 // Usage: vp-sarama OP --bootstrap HOST:PORT[,...] --topic T --partitions LIST [options]
-//   produce --count K [--prefix P] [--order partition|round] [--idempotent 0|1]
-//           [--emit-deliveries 0|1]
-//     value "<P>-<partition>-<i>", key "k-<i>", i in 0..K-1, to each partition of LIST, with
-//     the manual partitioner (each record goes to the partition it names), acks=all, one
-//     AsyncProducer whose successes and errors are all collected.
-//     --idempotent 1: Producer.Idempotent with what sarama requires for it: Net.MaxOpenRequests
-//     1, RequiredAcks WaitForAll, Retry.Max >= 1, and a protocol version >= 0.11 (--version).
-//     -> {"type":"delivery","partition","offset","value"} per acknowledged record;
-//        done has "delivered", "error_count", "errors" (first 20) and "by_partition".
-//   consume --expect K [--isolation read_uncommitted|read_committed] [--drain-ms MS]
-//     each partition of LIST in turn, from the oldest offset, until K records came and then
-//     --drain-ms more (to catch extras), or until --partition-timeout-ms passed.
-//     -> {"type":"record","partition","offset","key","value"} per record,
-//        {"type":"partition_done","partition","received","timed_out","ms"} per partition.
-//   --version V         Kafka protocol version sarama assumes (default 0.11.0.2). sarama 1.22
-//                       picks request versions from this alone (no ApiVersions) and defaults
-//                       to 0.8.2, too old for idempotence (record batches v2 and
-//                       InitProducerId need >= 0.11). Measured against the librdkafka 2.0.2
-//                       mock: 0.11.0.2 works (Metadata v1, Produce v3, Fetch v4,
-//                       InitProducerId v0); 1.0.0 and later do not, because sarama then sends
-//                       Metadata v5 and that mock, which knows Metadata up to v2 only, closes
-//                       the connection ("client has run out of available brokers").
-//   --timeout-ms MS     overall deadline (default 60000); on expiry: done with "timed_out".
-//   --partition-timeout-ms MS  per partition of consume (default 20000).
-//   --verbose 1         sarama's own log on stderr.
+//
+//	produce --count K [--prefix P] [--order partition|round] [--idempotent 0|1]
+//	        [--emit-deliveries 0|1]
+//	  value "<P>-<partition>-<i>", key "k-<i>", i in 0..K-1, to each partition of LIST, with
+//	  the manual partitioner (each record goes to the partition it names), acks=all, one
+//	  AsyncProducer whose successes and errors are all collected.
+//	  --idempotent 1: Producer.Idempotent with what sarama requires for it: Net.MaxOpenRequests
+//	  1, RequiredAcks WaitForAll, Retry.Max >= 1, and a protocol version >= 0.11 (--version).
+//	  -> {"type":"delivery","partition","offset","value"} per acknowledged record;
+//	     done has "delivered", "error_count", "errors" (first 20) and "by_partition".
+//	consume --expect K [--isolation read_uncommitted|read_committed] [--drain-ms MS]
+//	  each partition of LIST in turn, from the oldest offset, until K records came and then
+//	  --drain-ms more (to catch extras), or until --partition-timeout-ms passed.
+//	  -> {"type":"record","partition","offset","key","value"} per record,
+//	     {"type":"partition_done","partition","received","timed_out","ms"} per partition.
+//	--version V         Kafka protocol version sarama assumes (default 0.11.0.2). sarama 1.22
+//	                    picks request versions from this alone (no ApiVersions) and defaults
+//	                    to 0.8.2, too old for idempotence (record batches v2 and
+//	                    InitProducerId need >= 0.11). Measured against the librdkafka 2.0.2
+//	                    mock: 0.11.0.2 works (Metadata v1, Produce v3, Fetch v4,
+//	                    InitProducerId v0); 1.0.0 and later do not, because sarama then sends
+//	                    Metadata v5 and that mock, which knows Metadata up to v2 only, closes
+//	                    the connection ("client has run out of available brokers").
+//	--timeout-ms MS     overall deadline (default 60000); on expiry: done with "timed_out".
+//	--partition-timeout-ms MS  per partition of consume (default 20000).
+//	--verbose 1         sarama's own log on stderr.
+//
 // LIST: comma-separated partitions and ranges, e.g. "0,4,8" or "0-99".
 package main
 
