@@ -1,9 +1,18 @@
-// kpp-mem-broker: an in-memory, single-node Kafka broker FOR BENCHMARKS ONLY (issue 6). It
-// is a fast upstream so that benchmarks measure the proxy, not the broker: no disk, no
-// replication, no consumer groups, no transactions, no authentication, no CRC checks.
+// kpp-mem-broker: an in-memory, single-node Kafka broker, a test component only. It serves
+// two purposes:
+// - the benchmarks' upstream (issue 6): fast, so that benchmarks measure the proxy, not the
+//   broker: no disk, no replication, no consumer groups, no transactions, no authentication,
+//   no CRC checks;
+// - with --strict-producers, the test bed's strict broker (issue 12, DESIGN.md section 5):
+//   Kafka's producer-state rules for every idempotent and transactional batch, which neither
+//   librdkafka mock applies to idempotent producers; with --drop-answer-every it also appends
+//   some Produce requests and then closes the connection unanswered, so clients retry what
+//   was written and the rules must catch the duplicate.
+// Without the strict flags it behaves exactly as the benchmarks expect.
 //
 // Usage: kpp-mem-broker [--listen HOST:PORT] [--advertise HOST:PORT]
 //                       [--topic NAME:PARTITIONS]... [--retain-bytes N] [--threads N]
+//                       [--strict-producers] [--drop-answer-every N]
 //   --listen       where to accept connections (default 127.0.0.1:0, any free port)
 //   --advertise    the host:port named in Metadata and FindCoordinator (default: the
 //                  actual listen address)
@@ -11,17 +20,36 @@
 //   --retain-bytes per partition: older batches are dropped past this (default 256 MiB)
 //   --threads      accepted for uniform harness command lines; unused: every connection
 //                  gets its own I/O thread
+//   --strict-producers  per (producer id, partition), for batches with producer id >= 0:
+//                  the epoch and the last 5 batches (first and last sequence, base offset).
+//                  Lower epoch: INVALID_PRODUCER_EPOCH (47, what Kafka 2.x+ answers Produce);
+//                  higher epoch: must start at sequence 0 unless the producer has no state,
+//                  else OUT_OF_ORDER_SEQUENCE_NUMBER (45); same epoch: a batch with the
+//                  sequences of one of the 5 is a duplicate, answered NONE with the original
+//                  base offset and not appended, else it must start at last sequence + 1
+//                  (INT32_MAX is followed by 0), else 45. A producer with no state accepts
+//                  any sequence (KIP-360). No transaction coordinator: only these rules.
+//                  InitProducerId 0-4 is served (v2+ flexible): a new id at epoch 0, or,
+//                  asked with an id and its current epoch (v3+) or with a transactional id
+//                  seen before, the same id at epoch + 1.
+//   --drop-answer-every N  (fault mode) every Nth Produce request with acks != 0 that
+//                  appends at least one batch, counted over the whole process, is appended
+//                  and then its connection is closed without the answer.
+// With --strict-producers each rejected or duplicate batch gets a line on stderr, and the
+// totals are printed at exit: "kpp-mem-broker: producer checks: D duplicates answered,
+// O out-of-order rejected, F fenced, A answers dropped".
 // Prints "BOOTSTRAP host:port" (the listen address; 127.0.0.1 for a wildcard) on stdout
 // once listening; exits on stdin EOF, a "quit" line, SIGTERM or SIGINT, printing what was
 // stored (chunks, records, bytes, batches per codec) to stderr.
 //
-// One broker, node id 1, leader of every partition (leader epoch -1). Non-flexible versions:
+// One broker, node id 1, leader of every partition (leader epoch -1). Non-flexible versions
+// (InitProducerId 2-4 under --strict-producers excepted):
 //   Produce 3-8 (advertised 0-8, see supported_apis): client batches are checked (v2 header
 //     structure, no CRC) and stored as-is, base offsets patched in place; acks=0: no answer.
 //   Fetch 4-11: whole stored batches from the one holding fetch_offset, sent with writev
 //     straight from the store; max_wait_ms/min_bytes honoured; no fetch sessions.
 //   ListOffsets 1-5: -2 is the log start, anything else the high watermark.
-//   Metadata 0-8, FindCoordinator 0-2 (node 1), InitProducerId 0-1 (a counter),
+//   Metadata 0-8, FindCoordinator 0-2 (node 1), InitProducerId 0-1 (a counter; 0-4 strict),
 //   ApiVersions 0-2 (v3+ gets UNSUPPORTED_VERSION in v0 form, so clients retry lower).
 // Anything else closes the connection with a line on stderr. Each connection has its own
 // thread, answering in order (a waiting Fetch holds the connection, as on Kafka); each
@@ -72,17 +100,26 @@ constexpr int16_t error_offset_out_of_range = 1;
 constexpr int16_t error_corrupt_message = 2;
 constexpr int16_t error_unknown_topic_or_partition = 3;
 constexpr int16_t error_unsupported_version = 35;
+constexpr int16_t error_out_of_order_sequence_number = 45;
+constexpr int16_t error_invalid_producer_epoch = 47;
+constexpr int16_t error_invalid_producer_id_mapping = 49;
+constexpr int16_t error_producer_fenced = 90;  // InitProducerId v4+ says this instead of 47
+// Kafka keeps the metadata of this many recent batches per producer and partition.
+constexpr size_t producer_batches_cached_max = 5;
 constexpr size_t request_bytes_max = 256u << 20;
 
 // Served versions. Produce is advertised from v0 (older requests are still refused):
 // librdkafka compresses with gzip, snappy or lz4 only when the broker lists Produce v0.
+// strict_max: the highest version with --strict-producers (InitProducerId v3 carries the
+// producer's id and epoch, KIP-360; v2+ is flexible).
 struct api_range {
-    int16_t key, min, max, advertised_min;
+    int16_t key, min, max, advertised_min, strict_max;
 };
 constexpr api_range supported_apis[] = {
-    {api_key::produce, 3, 8, 0},           {api_key::fetch, 4, 11, 4},        {api_key::list_offsets, 1, 5, 1},
-    {api_key::metadata, 0, 8, 0},          {api_key::find_coordinator, 0, 2, 0}, {api_key::api_versions, 0, 2, 0},
-    {22 /* InitProducerId */, 0, 1, 0},
+    {api_key::produce, 3, 8, 0, 8},           {api_key::fetch, 4, 11, 4, 11},
+    {api_key::list_offsets, 1, 5, 1, 5},      {api_key::metadata, 0, 8, 0, 8},
+    {api_key::find_coordinator, 0, 2, 0, 2},  {api_key::api_versions, 0, 2, 0, 2},
+    {api_key::init_producer_id, 0, 1, 0, 4},
 };
 
 volatile sig_atomic_t stop_signal_received = 0;
@@ -111,8 +148,22 @@ struct stored_chunk {
     bytes_ptr bytes;
 };
 
+// What --strict-producers remembers of one appended batch of a producer.
+struct producer_batch {
+    int32_t first_sequence, last_sequence;
+    int64_t base_offset;
+};
+
+// One producer's state on one partition: its epoch and its last appended batches, oldest
+// first (at most producer_batches_cached_max).
+struct producer_state {
+    int16_t epoch = -1;
+    std::deque<producer_batch> batches;
+};
+
 struct partition_log {
     std::mutex mutex;
+    std::map<int64_t, producer_state> producers;  // by producer id; --strict-producers only
     std::deque<stored_chunk> chunks;
     int64_t log_start = 0;
     int64_t next_offset = 0;      // the high watermark
@@ -140,6 +191,8 @@ struct options {
     int32_t advertise_port = -1;
     std::vector<std::pair<std::string, int>> topics;
     int64_t retain_bytes = int64_t(256) << 20;
+    bool strict_producers = false;
+    int64_t drop_answer_every = 0;  // 0: never
 };
 
 struct broker {
@@ -149,6 +202,15 @@ struct broker {
     std::atomic<int64_t> produced_chunks{0}, produced_records{0}, produced_bytes{0};
     std::atomic<int64_t> batches_by_codec[8]{};
     std::atomic<int> connections{0};
+    // --strict-producers: verdict totals, printed at exit.
+    std::atomic<int64_t> duplicates_answered{0}, out_of_order_rejected{0}, fenced_rejected{0};
+    // --drop-answer-every: Produce requests that appended (and would be answered), answers dropped.
+    std::atomic<int64_t> appending_produce_requests{0}, answers_dropped{0};
+    // InitProducerId under --strict-producers: the current epoch of every id handed out, and
+    // the id of every transactional id seen.
+    std::mutex producer_ids_mutex;
+    std::map<int64_t, int16_t> producer_epochs;
+    std::map<std::string, int64_t, std::less<>> transactional_ids;
 
     partition_log* find(std::string_view topic, int32_t partition) {
         auto it = topics.find(topic);
@@ -157,23 +219,114 @@ struct broker {
     }
 };
 
-// Checks a Produce records field (v2 batches only, structure not CRC) and counts its records.
-int16_t check_records(std::span<const std::byte> field, int64_t& records, broker& state) {
+// The producer fields of one batch of a Produce request, for --strict-producers.
+struct producer_batch_info {
+    int64_t producer_id;  // -1: none, the batch is not checked
+    int16_t epoch;
+    int32_t first_sequence, last_sequence;
+};
+
+// Sequences run 0..INT32_MAX and then start again at 0.
+int32_t next_sequence(int32_t sequence) { return sequence == INT32_MAX ? 0 : sequence + 1; }
+int32_t last_sequence_of(int32_t first_sequence, int32_t last_offset_delta) {
+    int64_t last = int64_t(first_sequence) + last_offset_delta;
+    return last > INT32_MAX ? int32_t(last - INT32_MAX - 1) : int32_t(last);
+}
+
+// Checks a Produce records field (v2 batches only, structure not CRC) and counts its records
+// and batches per codec. With `infos`, also lists each batch's producer fields, in order.
+int16_t check_records(std::span<const std::byte> field, int64_t& records, int64_t (&by_codec)[8],
+                      std::vector<producer_batch_info>* infos) {
     batch_iterator batches(field);
     batch_entry entry;
     records = 0;
-    int64_t by_codec[8]{};
     while (batches.next(entry)) {
         if (entry.magic != 2 || validate_batch_header(entry.bytes) != batch_error::none) return error_corrupt_message;
         record_batch_view view(entry.bytes);
         if (view.last_offset_delta() < 0) return error_corrupt_message;
         records += int64_t(view.last_offset_delta()) + 1;
         ++by_codec[size_t(view.compression()) & 7];
+        if (infos) {
+            int64_t producer_id = view.producer_id() < 0 ? -1 : view.producer_id();
+            // A producer id without a sequence cannot be checked: malformed here.
+            if (producer_id >= 0 && (view.base_sequence() < 0 || view.producer_epoch() < 0)) return error_corrupt_message;
+            infos->push_back({producer_id, view.producer_epoch(), view.base_sequence(),
+                              last_sequence_of(view.base_sequence(), view.last_offset_delta())});
+        }
     }
     if (batches.error() != batch_error::none || batches.partial() || records == 0) return error_corrupt_message;
-    for (size_t codec = 0; codec < 8; ++codec)
-        if (by_codec[codec]) state.batches_by_codec[codec] += by_codec[codec];
     return 0;
+}
+
+// What Kafka's producer-state rules say of one batch, given the producer's state on the
+// partition (null: none).
+struct producer_verdict {
+    int16_t error_code = 0;
+    int64_t duplicate_of = -1;  // >= 0: a repeat of the batch appended at this base offset
+    std::string reason;
+};
+
+producer_verdict check_producer_batch(const producer_state* state, const producer_batch_info& batch) {
+    char reason[160];
+    if (!state || state->batches.empty()) return {};  // no state: any sequence (KIP-360)
+    if (batch.epoch < state->epoch) {
+        std::snprintf(reason, sizeof reason, "epoch %d is below the producer's %d", batch.epoch, state->epoch);
+        return {error_invalid_producer_epoch, -1, reason};
+    }
+    if (batch.epoch > state->epoch) {
+        if (batch.first_sequence == 0) return {};
+        std::snprintf(reason, sizeof reason, "a new epoch (was %d) must start at sequence 0", state->epoch);
+        return {error_out_of_order_sequence_number, -1, reason};
+    }
+    for (const producer_batch& cached : state->batches)
+        if (cached.first_sequence == batch.first_sequence && cached.last_sequence == batch.last_sequence)
+            return {0, cached.base_offset, "duplicate"};
+    int32_t expected = next_sequence(state->batches.back().last_sequence);
+    if (batch.first_sequence == expected) return {};
+    std::snprintf(reason, sizeof reason, "expected sequence %d", expected);
+    return {error_out_of_order_sequence_number, -1, reason};
+}
+
+void record_producer_batch(producer_state& state, const producer_batch_info& batch, int64_t base_offset) {
+    if (batch.epoch != state.epoch) state.batches.clear();
+    state.epoch = batch.epoch;
+    state.batches.push_back({batch.first_sequence, batch.last_sequence, base_offset});
+    if (state.batches.size() > producer_batches_cached_max) state.batches.pop_front();
+}
+
+// Checks every batch of one Produce partition entry in order, as if the earlier ones were
+// appended. The first error or duplicate decides for the whole entry, as on Kafka. Caller
+// holds the partition's mutex.
+producer_verdict check_producer_batches(const partition_log& log, const std::vector<producer_batch_info>& infos,
+                                        const producer_batch_info*& decided_by) {
+    std::map<int64_t, producer_state> scratch;  // states as the earlier batches left them
+    for (const producer_batch_info& batch : infos) {
+        if (batch.producer_id < 0) continue;
+        const producer_state* state = nullptr;
+        if (auto found = scratch.find(batch.producer_id); found != scratch.end()) {
+            state = &found->second;
+        } else if (auto stored = log.producers.find(batch.producer_id); stored != log.producers.end()) {
+            state = &stored->second;
+        }
+        producer_verdict verdict = check_producer_batch(state, batch);
+        if (verdict.error_code != 0 || verdict.duplicate_of >= 0) {
+            decided_by = &batch;
+            return verdict;
+        }
+        producer_state next = state ? *state : producer_state{};
+        record_producer_batch(next, batch, -1);
+        scratch[batch.producer_id] = std::move(next);
+    }
+    return {};
+}
+
+const char* producer_error_name(int16_t error_code) {
+    switch (error_code) {
+        case 0: return "NONE (duplicate)";
+        case error_out_of_order_sequence_number: return "OUT_OF_ORDER_SEQUENCE_NUMBER";
+        case error_invalid_producer_epoch: return "INVALID_PRODUCER_EPOCH";
+        default: return "error";
+    }
 }
 
 class connection {
@@ -247,9 +400,10 @@ private:
         queue(std::move(owned), 0, length);
     }
     template <typename message_type>
-    void respond(int32_t correlation_id, const message_type& message, int16_t version) {
+    void respond(int32_t correlation_id, const message_type& message, int16_t version, bool flexible_header = false) {
         wire_writer writer;
         begin_response(writer, correlation_id);
+        if (flexible_header) writer.write_empty_tagged_fields();  // response header v1
         msgs::encode(message, version, writer);
         queue_response(writer);
     }
@@ -291,7 +445,7 @@ private:
         if (key == api_key::api_versions && version > 2) return api_versions(correlation_id, 0, error_unsupported_version);
         auto range = std::find_if(std::begin(supported_apis), std::end(supported_apis),
                                   [key](const api_range& api) { return api.key == key; });
-        if (range == std::end(supported_apis) || version < range->min || version > range->max) {
+        if (range == std::end(supported_apis) || version < range->min || version > served_max(*range)) {
             std::fprintf(stderr, "kpp-mem-broker: closing connection: unsupported request %.*s (key %d) v%d\n",
                          int(api_name(key).size()), api_name(key).data(), key, version);
             return false;
@@ -304,17 +458,21 @@ private:
             case api_key::metadata: ok = metadata(correlation_id, version, body); break;
             case api_key::find_coordinator: ok = find_coordinator(correlation_id, version, body); break;
             case api_key::api_versions: ok = api_versions(correlation_id, version, 0); break;
-            default: ok = init_producer_id(correlation_id, version); break;
+            default: ok = init_producer_id(correlation_id, version, body); break;
         }
-        if (!ok) std::fprintf(stderr, "kpp-mem-broker: closing connection: malformed %.*s v%d request\n",
-                              int(api_name(key).size()), api_name(key).data(), version);
+        if (!ok && !answer_dropped_)
+            std::fprintf(stderr, "kpp-mem-broker: closing connection: malformed %.*s v%d request\n",
+                         int(api_name(key).size()), api_name(key).data(), version);
         return ok;
     }
+
+    int16_t served_max(const api_range& api) const { return state_.config.strict_producers ? api.strict_max : api.max; }
 
     bool api_versions(int32_t correlation_id, int16_t version, int16_t error_code) {
         msgs::api_versions_response response;
         response.error_code = error_code;
-        for (const api_range& api : supported_apis) response.api_keys.push_back({api.key, api.advertised_min, api.max});
+        for (const api_range& api : supported_apis)
+            response.api_keys.push_back({api.key, api.advertised_min, served_max(api)});
         respond(correlation_id, response, version);
         return true;
     }
@@ -327,6 +485,7 @@ private:
         int16_t acks = reader.read_int16();
         reader.read_int32();  // timeout_ms
         msgs::produce_response response;
+        bool appended_any = false;
         int32_t topic_count = reader.read_array_length(false, false, 6);
         for (int32_t topic_index = 0; topic_index < topic_count && reader.ok(); ++topic_index) {
             auto name = reader.read_string(false, false);
@@ -337,16 +496,28 @@ private:
             for (int32_t partition_index = 0; partition_index < partition_count && reader.ok(); ++partition_index) {
                 int32_t partition = reader.read_int32();
                 auto records = reader.read_bytes_field(false, true);
-                if (reader.ok()) topic_out.partition_responses.push_back(append(topic_out.name, partition, records));
+                if (reader.ok())
+                    topic_out.partition_responses.push_back(append(topic_out.name, partition, records, appended_any));
             }
         }
         if (!reader.ok()) return false;
-        if (acks != 0) respond(correlation_id, response, version);
+        if (acks == 0) return true;
+        if (int64_t every = state_.config.drop_answer_every; every > 0 && appended_any &&
+                                                             ++state_.appending_produce_requests % every == 0) {
+            // Written, never answered: the client must retry what the log already holds.
+            ++state_.answers_dropped;
+            answer_dropped_ = true;
+            std::fprintf(stderr, "kpp-mem-broker: dropped the answer to Produce correlation id %d and closed the "
+                                 "connection (--drop-answer-every %lld)\n", correlation_id, (long long)every);
+            return false;
+        }
+        respond(correlation_id, response, version);
         return true;
     }
 
     msgs::produce_response::responses_element::partition_responses_element append(
-        std::string_view topic, int32_t partition, std::optional<std::span<const std::byte>> records) {
+        std::string_view topic, int32_t partition, std::optional<std::span<const std::byte>> records,
+        bool& appended) {
         msgs::produce_response::responses_element::partition_responses_element out;
         out.index = partition;
         out.base_offset = out.log_append_time_ms = out.log_start_offset = -1;
@@ -356,17 +527,41 @@ private:
             out.error_code = error_unknown_topic_or_partition;
             return out;
         }
-        if (!records || check_records(*records, record_count, state_) != 0) {
+        bool strict = state_.config.strict_producers;
+        std::vector<producer_batch_info> infos;
+        int64_t by_codec[8]{};
+        if (!records || check_records(*records, record_count, by_codec, strict ? &infos : nullptr) != 0) {
             out.error_code = error_corrupt_message;
             return out;
         }
         auto stored = std::make_shared<std::vector<std::byte>>(records->begin(), records->end());
         int64_t size = int64_t(stored->size());
         std::lock_guard lock(log->mutex);
+        if (strict) {
+            const producer_batch_info* decided_by = nullptr;
+            producer_verdict verdict = check_producer_batches(*log, infos, decided_by);
+            if (decided_by) {
+                std::fprintf(stderr,
+                             "kpp-mem-broker: %s (%d): %.*s [%d] producer id %lld epoch %d sequences %d..%d: %s\n",
+                             producer_error_name(verdict.error_code), verdict.error_code, int(topic.size()),
+                             topic.data(), partition, (long long)decided_by->producer_id, decided_by->epoch,
+                             decided_by->first_sequence, decided_by->last_sequence, verdict.reason.c_str());
+                if (verdict.error_code == error_invalid_producer_epoch) ++state_.fenced_rejected;
+                else if (verdict.error_code != 0) ++state_.out_of_order_rejected;
+                else ++state_.duplicates_answered;
+                out.error_code = verdict.error_code;
+                out.base_offset = verdict.error_code ? -1 : verdict.duplicate_of;
+                out.log_start_offset = log->log_start;
+                return out;
+            }
+        }
         int64_t base = log->next_offset, next = base;
-        for (size_t at = 0; at < stored->size();) {  // base offsets, in place
+        size_t batch_index = 0;
+        for (size_t at = 0; at < stored->size(); ++batch_index) {  // base offsets, in place
             std::byte* batch = stored->data() + at;
             store_int64_be(batch, next);
+            if (strict && infos[batch_index].producer_id >= 0)
+                record_producer_batch(log->producers[infos[batch_index].producer_id], infos[batch_index], next);
             next += int64_t(load_int32_be(batch + batch_layout::last_offset_delta_at)) + 1;
             at += batch_layout::log_overhead_bytes + size_t(load_int32_be(batch + batch_layout::batch_length_at));
         }
@@ -386,6 +581,9 @@ private:
         }
         out.base_offset = base;
         out.log_start_offset = log->log_start;
+        appended = true;
+        for (size_t codec = 0; codec < 8; ++codec)
+            if (by_codec[codec]) state_.batches_by_codec[codec] += by_codec[codec];
         state_.produced_chunks += 1;
         state_.produced_records += record_count;
         state_.produced_bytes += size;
@@ -596,11 +794,52 @@ private:
         return true;
     }
 
-    bool init_producer_id(int32_t correlation_id, int16_t version) {
+    // A new id at epoch 0 (a counter). Under --strict-producers also the epoch bump: asked
+    // with an id and its current epoch (v3+, KIP-360), or with a transactional id seen before,
+    // the same id at epoch + 1 (a new id once the epoch is used up). Kafka itself gives an
+    // idempotent producer (no transactional id) a new id instead of the bump; here the bump
+    // keeps the id, so that tests see one producer id move to a new epoch.
+    bool init_producer_id(int32_t correlation_id, int16_t version, std::span<const std::byte> body) {
         msgs::init_producer_id_response response;
-        response.producer_id = state_.next_producer_id++;
-        response.producer_epoch = 0;
-        respond(correlation_id, response, version);
+        if (!state_.config.strict_producers) {
+            response.producer_id = state_.next_producer_id++;
+            response.producer_epoch = 0;
+            respond(correlation_id, response, version);
+            return true;
+        }
+        msgs::init_producer_id_request request;
+        if (msgs::decode(request, version, body) != wire_error::none) return false;
+        int64_t asked_id = version >= 3 ? request.producer_id : -1;
+        std::lock_guard lock(state_.producer_ids_mutex);
+        int64_t id = -1;
+        response.producer_id = -1;
+        response.producer_epoch = -1;
+        if (asked_id >= 0) {
+            auto found = state_.producer_epochs.find(asked_id);
+            if (found == state_.producer_epochs.end()) {
+                response.error_code = error_invalid_producer_id_mapping;
+            } else if (found->second != request.producer_epoch) {
+                response.error_code = version >= 4 ? error_producer_fenced : error_invalid_producer_epoch;
+            } else {
+                id = asked_id;
+            }
+        } else if (request.transactional_id) {
+            if (auto found = state_.transactional_ids.find(*request.transactional_id);
+                found != state_.transactional_ids.end())
+                id = found->second;
+        }
+        if (response.error_code == 0) {
+            if (id >= 0 && state_.producer_epochs[id] < INT16_MAX - 1) {
+                response.producer_epoch = ++state_.producer_epochs[id];
+            } else {
+                id = state_.next_producer_id++;
+                response.producer_epoch = 0;
+                state_.producer_epochs[id] = 0;
+            }
+            response.producer_id = id;
+            if (request.transactional_id) state_.transactional_ids[*request.transactional_id] = id;
+        }
+        respond(correlation_id, response, version, response_header_is_flexible(api_key::init_producer_id, version));
         return true;
     }
 
@@ -612,13 +851,15 @@ private:
     size_t in_begin_ = 0, in_end_ = 0;
     std::vector<iovec> out_;
     std::vector<bytes_ptr> holds_;
+    bool answer_dropped_ = false;  // the connection closes on purpose (--drop-answer-every)
 };
 
 [[noreturn]] void usage_exit(const char* message) {
     std::fprintf(stderr,
                  "kpp-mem-broker: %s\n"
                  "usage: kpp-mem-broker [--listen HOST:PORT] [--advertise HOST:PORT] [--topic NAME:PARTITIONS]...\n"
-                 "                      [--retain-bytes N] [--threads N]\n",
+                 "                      [--retain-bytes N] [--threads N] [--strict-producers]\n"
+                 "                      [--drop-answer-every N]\n",
                  message);
     std::exit(2);
 }
@@ -663,6 +904,11 @@ options parse_options(int argc, char** argv) {
         } else if (arg == "--retain-bytes") {
             if (!parse_number(next(), parsed.retain_bytes) || parsed.retain_bytes <= 0)
                 usage_exit("--retain-bytes wants a positive number");
+        } else if (arg == "--strict-producers") {
+            parsed.strict_producers = true;
+        } else if (arg == "--drop-answer-every") {
+            if (!parse_number(next(), parsed.drop_answer_every) || parsed.drop_answer_every <= 0)
+                usage_exit("--drop-answer-every wants a positive number");
         } else if (arg == "--threads") {
             int threads = 0;
             if (!parse_number(next(), threads) || threads <= 0) usage_exit("--threads wants a positive number");
@@ -789,6 +1035,12 @@ int main(int argc, char** argv) {
     for (size_t codec = 0; codec < 8; ++codec)
         if (auto count = state->batches_by_codec[codec].load()) std::fprintf(stderr, " %s=%lld", codec_names[codec], (long long)count);
     std::fprintf(stderr, "; %d connections open\n", state->connections.load());
+    if (config.strict_producers || config.drop_answer_every > 0)
+        std::fprintf(stderr,
+                     "kpp-mem-broker: producer checks: %lld duplicates answered, %lld out-of-order rejected, "
+                     "%lld fenced, %lld answers dropped\n",
+                     (long long)state->duplicates_answered.load(), (long long)state->out_of_order_rejected.load(),
+                     (long long)state->fenced_rejected.load(), (long long)state->answers_dropped.load());
     std::fflush(stdout);
     std::fflush(stderr);
     _exit(0);
