@@ -11,7 +11,8 @@
 //              "topics":[{"name","partitions":[{"id","leader","replicas","isrs"}]}]}
 //        produce --topic T --partitions LIST --count K [--prefix P] [--order O]
 //                [--linger-ms MS] [--compression CODEC] [--batch-num-messages N]
-//                [--emit-deliveries 0|1]
+//                [--emit-deliveries 0|1] [--idempotent 0|1]
+//                [--transactional-id ID --transactions N [--abort-every M]]
 //          value "<P>-<partition>-<i>", key "k-<i>", i in 0..K-1, to each partition of LIST.
 //          --order partition: all of one partition, then the next (default);
 //          --order round: record i of every partition, then i+1 (interleaved).
@@ -19,11 +20,24 @@
 //          produce() that throws, e.g. "Local: Unknown partition", counts as a failure);
 //          kafkajs: one send() with every record (one Produce request per broker; codecs
 //          none and gzip only); --batch-num-messages: rdkafka's cap on records per batch.
+//          --idempotent 1: an idempotent producer (rdkafka: enable.idempotence; kafkajs:
+//          idempotent with maxInFlightRequests 1, as kafkajs wants for ordering).
+//          --transactional-id ID: a transactional producer (implies idempotence); the
+//          records, in --order, are cut into --transactions N consecutive runs of near-equal
+//          size, one transaction each, in turn; transaction t (0-based) is aborted when
+//          --abort-every M > 0 and (t + 1) % M == 0 (M = 3: the third, sixth, ...), else
+//          committed. rdkafka: init/begin/commit/abortTransaction, each transaction's records
+//          all acknowledged before it ends; kafkajs: producer.transaction(), one send().
 //          -> {"type":"delivery","partition","offset","value"} per record (unless
-//             --emit-deliveries 0); done has "by_partition": {p: {count, first, last}}
+//             --emit-deliveries 0), with "transaction": t and "committed": true|false when
+//             transactional; {"type":"transaction","index","outcome":"committed"|"aborted",
+//             "records","ms"} per transaction; done has "by_partition": {p: {count, first,
+//             last}} (acknowledged records, aborted ones included), "committed" and
+//             "aborted" (transaction counts).
 //        consume --topic T --partitions LIST [--expect K[,K...]] [--mode M] [--eof 0|1]
 //                [--drain-ms MS] [--partition-timeout-ms MS] [--group G] [--emit-records 0|1]
 //                [--fetch-max-bytes B] [--fail-on-crash 0|1]
+//                [--isolation read_committed|read_uncommitted]
 //          --expect: records wanted per partition (one number for all, or one per entry
 //          of LIST) or, for --mode group, in total.
 //          rdkafka --mode each (default): one consumer reads each partition of LIST alone,
@@ -40,6 +54,8 @@
 //            in all, so a long partition takes many fetches.
 //          --fail-on-crash 1 (kafkajs): end with an error at the consumer's first crash
 //            instead of letting kafkajs restart it.
+//          --isolation: rdkafka isolation.level, kafkajs readUncommitted; both libraries
+//            read committed by default.
 //          -> {"type":"record","partition","offset","key","value","headers":[{"key","hex"}]}
 //             {"type":"eof","partition","offset","after_ms"}  (rdkafka, --eof 1)
 //             {"type":"partition_done","partition","received","eof","timed_out","ms"}
@@ -62,7 +78,8 @@ function kafkajs_metadata(args) {
 
 const numeric_options = new Set(['timeout_ms', 'count', 'linger_ms', 'emit_deliveries', 'eof',
                                  'drain_ms', 'partition_timeout_ms', 'emit_records',
-                                 'batch_num_messages', 'fetch_max_bytes', 'fail_on_crash']);
+                                 'batch_num_messages', 'fetch_max_bytes', 'fail_on_crash',
+                                 'idempotent', 'transactions', 'abort_every']);
 
 function parse_args(argv) {
   if (argv.length < 2) fail('usage: vp_client.js LIB OP --bootstrap B [options]');
@@ -70,7 +87,9 @@ function parse_args(argv) {
                 count: 1, prefix: 'v', order: 'partition', linger_ms: 5, compression: 'none',
                 emit_deliveries: 1, expect: '0', mode: '', eof: 0, drain_ms: 500,
                 partition_timeout_ms: 20000, group: '', emit_records: 1, timeout_ms: 60000,
-                batch_num_messages: 10000, fetch_max_bytes: 0, fail_on_crash: 0};
+                batch_num_messages: 10000, fetch_max_bytes: 0, fail_on_crash: 0,
+                idempotent: 0, transactional_id: '', transactions: 1, abort_every: 0,
+                isolation: ''};
   for (let i = 2; i < argv.length; ++i) {
     const key = argv[i].replace(/^--/, '').replace(/-/g, '_');
     if (!(key in args) || i + 1 >= argv.length) fail(`bad argument ${argv[i]}`);
@@ -79,6 +98,10 @@ function parse_args(argv) {
     if (numeric_options.has(key) && !Number.isFinite(args[key])) fail(`bad number ${value}`);
   }
   if (!args.bootstrap) fail('--bootstrap is required');
+  if (args.transactions < 1) fail('--transactions wants at least 1');
+  if (!['', 'read_committed', 'read_uncommitted'].includes(args.isolation)) {
+    fail(`unknown --isolation ${args.isolation}`);
+  }
   args.partition_list = parse_list(args.partitions);
   const expect = parse_list(args.expect);
   args.expect_total = expect.reduce((sum, value) => sum + value, 0);
@@ -112,6 +135,20 @@ function planned_records(args) {
   return records;
 }
 
+// The records cut into args.transactions consecutive runs of near-equal size; each run is
+// {index, abort, records}.
+function planned_transactions(args, records) {
+  const runs = [];
+  const count = args.transactions;
+  for (let t = 0; t < count; ++t) {
+    const begin = Math.floor(records.length * t / count);
+    const end = Math.floor(records.length * (t + 1) / count);
+    runs.push({index: t, abort: args.abort_every > 0 && (t + 1) % args.abort_every === 0,
+               records: records.slice(begin, end)});
+  }
+  return runs;
+}
+
 // Tracks acknowledged records: per partition count and first/last offset.
 class DeliveryLog {
   constructor(emit_each) {
@@ -121,9 +158,9 @@ class DeliveryLog {
     this.errors = [];
   }
 
-  acked(partition, offset, value) {
+  acked(partition, offset, value, transaction) {
     ++this.delivered;
-    if (this.emit_each) emit({type: 'delivery', partition, offset, value});
+    if (this.emit_each) emit({type: 'delivery', partition, offset, value, ...transaction});
     const entry = this.by_partition[partition] ||
         (this.by_partition[partition] = {count: 0, first: offset, last: offset});
     ++entry.count;
@@ -137,13 +174,23 @@ class DeliveryLog {
 
   summary() {
     return {delivered: this.delivered, errors: this.errors.slice(0, 20),
-            error_count: this.errors.length, by_partition: this.by_partition};
+            error_count: this.errors.length, by_partition: this.by_partition,
+            committed: this.committed || 0, aborted: this.aborted || 0};
+  }
+
+  // One line per finished transaction.
+  transaction_ended(run, started) {
+    const outcome = run.abort ? 'aborted' : 'committed';
+    this[outcome] = (this[outcome] || 0) + 1;
+    emit({type: 'transaction', index: run.index, outcome, records: run.records.length,
+          ms: Date.now() - started});
   }
 }
 
 // ---- node-rdkafka ----
 
 function rdkafka_produce(Kafka, args, done) {
+  const transactional = args.transactional_id !== '';
   const producer = new Kafka.Producer({
     'bootstrap.servers': args.bootstrap,
     'dr_msg_cb': true,
@@ -154,31 +201,59 @@ function rdkafka_produce(Kafka, args, done) {
     'queue.buffering.max.messages': 1000000,
     'batch.num.messages': args.batch_num_messages,
     'log_level': 3,
+    ...(args.idempotent !== 0 || transactional ? {'enable.idempotence': true} : {}),
+    ...(transactional ? {'transactional.id': args.transactional_id,
+                         'transaction.timeout.ms': Math.max(10000, args.timeout_ms)} : {}),
   });
   const records = planned_records(args);
+  const runs = transactional ? planned_transactions(args, records)
+                             : [{index: null, abort: false, records}];
   const log = new DeliveryLog(args.emit_deliveries !== 0);
-  let reported = 0;
-  const finish = () => producer.disconnect(() => done(log.summary()));
+  const end_timeout_ms = Math.max(5000, args.timeout_ms - 5000);
+  let current = null;  // {run, reported, started, resolve}
+  const finish = (extra) => producer.disconnect(() => done({...log.summary(), ...extra}));
   producer.on('delivery-report', (error, report) => {
+    const tag = current.run.index === null ? {}
+        : {transaction: current.run.index, committed: !current.run.abort};
     if (error) log.failed(report.partition, text(report.value), error);
-    else log.acked(report.partition, report.offset, text(report.value));
-    if (++reported === records.length) finish();
+    else log.acked(report.partition, report.offset, text(report.value), tag);
+    if (++current.reported === current.run.records.length) current.resolve();
   });
   producer.on('event.error', (error) => emit({type: 'log', error: String(error)}));
-  producer.connect({timeout: args.timeout_ms}, (error) => {
-    if (error) return done({error: String(error)});
-    producer.setPollInterval(20);
-    for (const record of records) {
+
+  const promised = (call) => new Promise((resolve, reject) =>
+    call((error) => (error ? reject(error) : resolve())));
+  // Hands over a run's records and resolves when every one of them is reported.
+  const send_run = (run) => new Promise((resolve) => {
+    current = {run, reported: 0, started: Date.now(), resolve};
+    for (const record of run.records) {
       try {
         producer.produce(args.topic, record.partition, Buffer.from(record.value),
                          Buffer.from(record.key));
       } catch (produce_error) {
         // E.g. "Local: Unknown partition" when metadata does not list the partition.
         log.failed(record.partition, record.value, produce_error);
-        ++reported;
+        ++current.reported;
       }
     }
-    if (reported === records.length) finish();
+    if (current.reported === run.records.length) resolve();
+  });
+  const run_all = async () => {
+    if (transactional) await promised((cb) => producer.initTransactions(end_timeout_ms, cb));
+    for (const run of runs) {
+      const started = Date.now();
+      if (transactional) await promised((cb) => producer.beginTransaction(cb));
+      await send_run(run);
+      if (!transactional) continue;
+      if (run.abort) await promised((cb) => producer.abortTransaction(end_timeout_ms, cb));
+      else await promised((cb) => producer.commitTransaction(end_timeout_ms, cb));
+      log.transaction_ended(run, started);
+    }
+  };
+  producer.connect({timeout: args.timeout_ms}, (error) => {
+    if (error) return done({error: String(error)});
+    producer.setPollInterval(20);
+    run_all().then(() => finish({}), (run_error) => finish({error: String(run_error)}));
   });
 }
 
@@ -199,6 +274,7 @@ function rdkafka_consume(Kafka, args, done) {
     'enable.partition.eof': args.eof !== 0,
     'fetch.wait.max.ms': 100,
     'log_level': 3,
+    ...(args.isolation ? {'isolation.level': args.isolation} : {}),
     ...(args.fetch_max_bytes > 0 ? {'fetch.max.bytes': args.fetch_max_bytes,
                                     'max.partition.fetch.bytes': args.fetch_max_bytes,
                                     'message.max.bytes': args.fetch_max_bytes} : {}),
@@ -303,37 +379,62 @@ async function kafkajs_produce(args) {
   const {CompressionTypes} = kafkajs_module();
   const codecs = {none: CompressionTypes.None, gzip: CompressionTypes.GZIP};
   if (!(args.compression in codecs)) fail(`kafkajs: unsupported --compression ${args.compression}`);
-  const producer = kafkajs_client(args).producer({allowAutoTopicCreation: false});
+  const transactional = args.transactional_id !== '';
+  const producer = kafkajs_client(args).producer({
+    allowAutoTopicCreation: false,
+    ...(args.idempotent !== 0 || transactional ? {idempotent: true, maxInFlightRequests: 1} : {}),
+    ...(transactional ? {transactionalId: args.transactional_id,
+                         transactionTimeout: Math.max(10000, args.timeout_ms)} : {}),
+  });
   await producer.connect();
   const log = new DeliveryLog(args.emit_deliveries !== 0);
   try {
     const records = planned_records(args);
-    const result = await producer.send({topic: args.topic, acks: -1,
-                                        compression: codecs[args.compression],
-                                        messages: records.map((record) => ({
-                                          partition: record.partition, key: record.key,
-                                          value: record.value}))});
-    // kafkajs answers one base offset per partition; its records of that partition were
-    // sent in order, so record n of partition p lies at base + n.
-    const base = new Map();
-    for (const entry of result) {
-      if (entry.errorCode !== 0) log.failed(entry.partition, null, `error ${entry.errorCode}`);
-      base.set(entry.partition, Number(entry.baseOffset));
-    }
-    const index = new Map();
-    for (const record of records) {
-      const n = index.get(record.partition) || 0;
-      index.set(record.partition, n + 1);
-      if (!base.has(record.partition)) {
-        log.failed(record.partition, record.value, 'no produce result for the partition');
-      } else {
-        log.acked(record.partition, base.get(record.partition) + n, record.value);
+    const runs = transactional ? planned_transactions(args, records)
+                               : [{index: null, abort: false, records}];
+    for (const run of runs) {
+      const started = Date.now();
+      const sender = transactional ? await producer.transaction() : producer;
+      try {
+        const result = await sender.send({
+          topic: args.topic, acks: -1, compression: codecs[args.compression],
+          messages: run.records.map((record) => ({partition: record.partition, key: record.key,
+                                                  value: record.value}))});
+        log_kafkajs_result(log, run, result);
+      } catch (send_error) {
+        if (transactional) await sender.abort().catch(() => {});
+        throw send_error;
       }
+      if (!transactional) continue;
+      if (run.abort) await sender.abort();
+      else await sender.commit();
+      log.transaction_ended(run, started);
     }
   } finally {
     await producer.disconnect();
   }
   return log.summary();
+}
+
+// kafkajs answers one base offset per partition; its records of that partition were sent in
+// order, so record n of partition p lies at base + n.
+function log_kafkajs_result(log, run, result) {
+  const tag = run.index === null ? {} : {transaction: run.index, committed: !run.abort};
+  const base = new Map();
+  for (const entry of result) {
+    if (entry.errorCode !== 0) log.failed(entry.partition, null, `error ${entry.errorCode}`);
+    base.set(entry.partition, Number(entry.baseOffset));
+  }
+  const index = new Map();
+  for (const record of run.records) {
+    const n = index.get(record.partition) || 0;
+    index.set(record.partition, n + 1);
+    if (!base.has(record.partition)) {
+      log.failed(record.partition, record.value, 'no produce result for the partition');
+    } else {
+      log.acked(record.partition, base.get(record.partition) + n, record.value, tag);
+    }
+  }
 }
 
 function kafkajs_record_line(partition, message) {
@@ -368,7 +469,9 @@ function fixed_assigner(topic, partitions) {
 async function kafkajs_read(args, group, assigners, expect, on_record) {
   const consumer = kafkajs_client(args).consumer({
     groupId: group, sessionTimeout: 10000, heartbeatInterval: 1000,
-    maxWaitTimeInMs: 200, ...(assigners ? {partitionAssigners: assigners} : {})});
+    maxWaitTimeInMs: 200,
+    ...(args.isolation ? {readUncommitted: args.isolation === 'read_uncommitted'} : {}),
+    ...(assigners ? {partitionAssigners: assigners} : {})});
   await consumer.connect();
   let received = 0;
   let full_resolve;
