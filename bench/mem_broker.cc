@@ -96,6 +96,8 @@ namespace msgs = kpp::protocol::messages;
 using bytes_ptr = std::shared_ptr<const std::vector<std::byte>>;
 
 constexpr int32_t node_id = 1;
+// InitProducerId, spelled out: protocol/api.h names only the keys the proxy itself handles.
+constexpr int16_t init_producer_id_key = 22;
 constexpr int16_t error_offset_out_of_range = 1;
 constexpr int16_t error_corrupt_message = 2;
 constexpr int16_t error_unknown_topic_or_partition = 3;
@@ -119,7 +121,7 @@ constexpr api_range supported_apis[] = {
     {api_key::produce, 3, 8, 0, 8},           {api_key::fetch, 4, 11, 4, 11},
     {api_key::list_offsets, 1, 5, 1, 5},      {api_key::metadata, 0, 8, 0, 8},
     {api_key::find_coordinator, 0, 2, 0, 2},  {api_key::api_versions, 0, 2, 0, 2},
-    {api_key::init_producer_id, 0, 1, 0, 4},
+    {init_producer_id_key, 0, 1, 0, 4},
 };
 
 volatile sig_atomic_t stop_signal_received = 0;
@@ -839,7 +841,7 @@ private:
             response.producer_id = id;
             if (request.transactional_id) state_.transactional_ids[*request.transactional_id] = id;
         }
-        respond(correlation_id, response, version, response_header_is_flexible(api_key::init_producer_id, version));
+        respond(correlation_id, response, version, response_header_is_flexible(init_producer_id_key, version));
         return true;
     }
 

@@ -144,6 +144,12 @@ class Batch:
     codec: int
     is_control: bool
     records: list[Record] = field(default_factory=list)
+    # Producer fields of the batch header (-1: none), for the producer audit.
+    producer_id: int = -1
+    producer_epoch: int = -1
+    base_sequence: int = -1
+    records_count: int = 0
+    is_transactional: bool = False
 
 
 def parse_record_batches(data: bytes | None) -> list[Batch]:
@@ -165,8 +171,13 @@ def parse_record_batches(data: bytes | None) -> list[Batch]:
         stored_crc = struct.unpack_from(">I", raw, 17)[0]
         assert crc32c(raw[21:]) == stored_crc, f"batch at offset {base_offset}: bad CRC-32C"
         batch = DefaultRecordBatch(raw)
+        producer_id, producer_epoch, base_sequence, records_count = \
+            struct.unpack_from(">qhii", raw, 43)
         parsed = Batch(base_offset, base_offset + batch.last_offset_delta,
-                       batch.compression_type, batch.is_control_batch)
+                       batch.compression_type, batch.is_control_batch,
+                       producer_id=producer_id, producer_epoch=producer_epoch,
+                       base_sequence=base_sequence, records_count=records_count,
+                       is_transactional=batch.is_transactional)
         if not batch.is_control_batch:
             for record in batch:
                 parsed.records.append(Record(record.offset, record.key, record.value,
