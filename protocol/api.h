@@ -24,6 +24,12 @@ inline constexpr int16_t leave_group = 13;
 inline constexpr int16_t sync_group = 14;
 inline constexpr int16_t sasl_handshake = 17;
 inline constexpr int16_t api_versions = 18;
+inline constexpr int16_t init_producer_id = 22;
+inline constexpr int16_t add_partitions_to_txn = 24;
+inline constexpr int16_t add_offsets_to_txn = 25;
+inline constexpr int16_t end_txn = 26;
+inline constexpr int16_t txn_offset_commit = 28;
+inline constexpr int16_t describe_producers = 61;
 inline constexpr int16_t describe_cluster = 60;
 inline constexpr int16_t count_known = 93;  // keys below this have a name in the table
 }  // namespace api_key

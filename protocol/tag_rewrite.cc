@@ -197,6 +197,14 @@ batch_error finish_header(std::byte* header, size_t size_bytes, uint32_t crc) {
     return batch_error::none;
 }
 
+void apply_producer_patch(std::byte* header, const tag_rewrite_options& options) {
+    if (!options.producer) return;
+    store_int64_be(header + batch_layout::producer_id_at, options.producer->producer_id);
+    store_int16_be(header + batch_layout::producer_epoch_at, options.producer->producer_epoch);
+    if (options.producer->base_sequence)
+        store_int32_be(header + batch_layout::base_sequence_at, *options.producer->base_sequence);
+}
+
 tag_rewrite_result rewrite_uncompressed(const byte_slice& batch, const tag_bytes& tag,
                                         const tag_rewrite_options& options) {
     record_batch_view view(batch.span());
@@ -206,6 +214,7 @@ tag_rewrite_result rewrite_uncompressed(const byte_slice& batch, const tag_bytes
     // Per record: new length, body, new count, headers (the tag merges with the next length).
     slice_sink sink(batch, shared_bytes::allocate(arena_bytes), options.reference_bytes_min, 4 * records_count + 2);
     std::byte* header = sink.fresh(batch.span().first(batch_layout::header_bytes));
+    apply_producer_patch(header, options);
     batch_error error = emit_tagged_records(view.records_section(), batch_layout::records_at, view.records_count(),
                                             options.tag_key, tag, sink);
     if (error != batch_error::none) return failed(error);
@@ -239,6 +248,7 @@ tag_rewrite_result rewrite_compressed(const byte_slice& batch, const tag_bytes& 
     size_t size_bytes = batch_layout::header_bytes + packed.bytes.size();
     shared_bytes block = shared_bytes::allocate(size_bytes);
     std::memcpy(block.data(), batch.data(), batch_layout::header_bytes);
+    apply_producer_patch(block.data(), options);
     std::memcpy(block.data() + batch_layout::header_bytes, packed.bytes.data(), packed.bytes.size());
     uint32_t crc = crc32c(std::span<const std::byte>(block.data(), size_bytes).subspan(batch_layout::crc_covered_from));
     if (batch_error finish = finish_header(block.data(), size_bytes, crc); finish != batch_error::none)

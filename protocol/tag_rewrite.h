@@ -7,7 +7,9 @@
 // varint, its headers count varint, the tag header, and a new 61-byte batch header with the
 // new batch_length and CRC); the rest of every record is a byte_slice into the input, not a
 // copy. Compressed batches are decompressed, spliced and recompressed with the same codec.
-// producer id/epoch, base sequence, timestamps, offset deltas and attributes are unchanged.
+// Timestamps, offset deltas and attributes are unchanged; producer id, epoch and base
+// sequence too, unless `producer` asks for new ones (producer aliases and transactional
+// renumbering, DESIGN.md section 2): the CRC is recomputed anyway, so they cost nothing.
 // A record that already carries the tag key (even several times) comes out with exactly
 // one tag, holding the new value: a client that bypassed the proxy once, or a replayed
 // batch, must not end up belonging to two partitions. Control batches never come from
@@ -19,6 +21,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -37,6 +40,13 @@ constexpr size_t tag_key_bytes_max = 1024;
 constexpr size_t tag_value_bytes = 4;
 constexpr size_t records_bytes_max_default = size_t(64) << 20;
 
+// New producer fields for the rewritten batch header.
+struct producer_patch {
+    int64_t producer_id = -1;
+    int16_t producer_epoch = -1;
+    std::optional<int32_t> base_sequence;  // nullopt: the client's passes through
+};
+
 struct tag_rewrite_options {
     std::string_view tag_key = default_tag_key;
     // Decompressed records section limit (decompression bombs).
@@ -46,6 +56,8 @@ struct tag_rewrite_options {
     // Runs of original bytes shorter than this are copied instead of referenced: fewer
     // iovecs for batches of tiny records. 0 references every run.
     uint32_t reference_bytes_min = 0;
+    // Set: the batch goes out under another producer id and epoch (and sequence).
+    std::optional<producer_patch> producer;
 };
 
 struct tag_rewrite_result {

@@ -144,6 +144,10 @@ inline void store_int32_be(std::byte* at, int32_t value) {
     at[2] = std::byte(v >> 8);
     at[3] = std::byte(v);
 }
+inline void store_int64_be(std::byte* at, int64_t value) {
+    store_int32_be(at, int32_t(uint64_t(value) >> 32));
+    store_int32_be(at + 4, int32_t(uint64_t(value) & 0xffffffffu));
+}
 inline void store_int16_be(std::byte* at, int16_t value) {
     uint16_t v = static_cast<uint16_t>(value);
     at[0] = std::byte(v >> 8);
