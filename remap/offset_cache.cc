@@ -8,6 +8,21 @@ namespace {
 // A store record is small (key and value under a few KiB); a batch of them decompresses to
 // far less than this. Bigger is treated as damage rather than allocated.
 constexpr size_t decompressed_bytes_max = 64u << 20;
+
+// Producer aliases share the store topic (DESIGN.md section 2): their records go to the
+// partition's alias index, if the caller keeps one. False for a record not in their format.
+bool apply_alias_record(std::span<const std::byte> key_bytes, const std::optional<std::span<const std::byte>>& value_bytes,
+                        int64_t offset, alias_index* aliases) {
+    std::optional<alias_record_key> key = decode_alias_key(key_bytes);
+    if (!key) return false;
+    std::optional<alias_record_value> value;
+    if (value_bytes) {
+        value = decode_alias_value(*value_bytes);
+        if (!value) return false;
+    }
+    if (aliases) aliases->apply(*key, value, offset);
+    return true;
+}
 }  // namespace
 
 void offset_cache::apply(const offset_key& key, const std::optional<offset_value>& value, int64_t store_offset) {
@@ -44,7 +59,8 @@ void offset_cache::clear() {
     size_ = 0;
 }
 
-offset_cache::read_result offset_cache::apply_records(std::span<const std::byte> records_field, int64_t fetch_offset) {
+offset_cache::read_result offset_cache::apply_records(std::span<const std::byte> records_field, int64_t fetch_offset,
+                                                      alias_index* aliases) {
     read_result result;
     int64_t next = fetch_offset;
     protocol::batch_iterator batches(records_field);
@@ -79,6 +95,11 @@ offset_cache::read_result offset_cache::apply_records(std::span<const std::byte>
         while (reader.next(record)) {
             int64_t offset = view.base_offset() + record.offset_delta;
             if (offset < fetch_offset) continue;
+            if (record.key && is_alias_key(*record.key)) {
+                if (apply_alias_record(*record.key, record.value, offset, aliases)) ++result.applied;
+                else ++result.skipped;
+                continue;
+            }
             std::optional<offset_key> key = record.key ? decode_offset_key(*record.key) : std::nullopt;
             std::optional<offset_value> value;
             bool value_ok = true;

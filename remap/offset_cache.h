@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "remap/offset_records.h"
+#include "remap/producer_aliases.h"
 
 namespace kpp {
 
@@ -44,7 +45,9 @@ public:
         size_t skipped = 0;
         std::string problem;  // why next_offset is nullopt
     };
-    read_result apply_records(std::span<const std::byte> records_field, int64_t fetch_offset);
+    // Producer alias records (remap/producer_aliases.h) go to `aliases` when given.
+    read_result apply_records(std::span<const std::byte> records_field, int64_t fetch_offset,
+                              alias_index* aliases = nullptr);
 
 private:
     struct entry {

@@ -48,9 +48,11 @@ if [[ ! -f build-fuzz/build.ninja ]]; then
   CC=clang CXX=clang++ meson setup build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined \
     -Db_lundef=false -De2e=false -Dtests=disabled -Dbenchmarks=disabled >/dev/null
 fi
-fuzz_targets=$(meson introspect build-fuzz --tests | /usr/bin/python3 -c \
-  'import json,sys; print(" ".join(sorted({t["name"] for t in json.load(sys.stdin) if any(s.endswith("fuzz") for s in t["suite"])})))')
-ninja -C build-fuzz $(for target in $fuzz_targets; do printf 'protocol/%s ' "$target"; done) >/dev/null
+# Each fuzz target's executable, relative to the build folder (they sit beside their sources).
+fuzz_executables=$(meson introspect build-fuzz --tests | /usr/bin/python3 -c \
+  'import json,os,sys; print(" ".join(sorted({os.path.relpath(t["cmd"][0], "build-fuzz") for t in json.load(sys.stdin) if any(s.endswith("fuzz") for s in t["suite"])})))')
+fuzz_targets=$(for executable in $fuzz_executables; do basename "$executable"; done | tr '\n' ' ')
+ninja -C build-fuzz $fuzz_executables >/dev/null
 echo "==> fuzzing ($fuzz_targets)"
 status=0
 meson test -C build-fuzz --suite fuzz --no-rebuild --print-errorlogs --num-processes 1 || status=$?
