@@ -94,7 +94,7 @@ void client_session::handle_request(protocol::frame&& request) {
 
 exchange_env client_session::make_env(uint64_t sequence) {
     return exchange_env{server_, upstream_, server_.remap(), server_.metrics(), sequence, server_.loop().now_ns(), peer_,
-                        life_};
+                        life_, held_produces_};
 }
 
 void client_session::resume_exchange(uint64_t sequence) {

@@ -79,6 +79,7 @@ private:
     std::string peer_;
     // Exchange wakers hold it weakly: a session that is gone is never called.
     std::shared_ptr<client_session*> life_ = std::make_shared<client_session*>(this);
+    std::deque<uint64_t> held_produces_;  // see exchange_env::held_produces
     bool draining_ = false;
     bool client_closed_ = false;
     bool upstream_closed_ = false;

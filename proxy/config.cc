@@ -558,6 +558,13 @@ void parse_offset_store(const section& root, offset_store_settings& out) {
   read_integer(store, "cache_entries", out.cache_entries, 1000, uint32_t(100000000));
 }
 
+void parse_producers(const section& root, producer_settings& out) {
+  section producers = root.child("producers", {"alias_idle_ms", "aliases_max"});
+  // At least a minute: an alias must outlive the client's retries of one batch.
+  read_integer(producers, "alias_idle_ms", out.alias_idle_ms, 60000, int64_t(365) * 24 * 3600 * 1000);
+  read_integer(producers, "aliases_max", out.aliases_max, 1000, uint32_t(100000000));
+}
+
 void parse_metrics(const section& root, metrics_settings& out) {
   section metrics = root.child("metrics", {"enabled", "address"});
   read_bool(metrics, "enabled", out.enabled);
@@ -641,7 +648,7 @@ void add_load_warnings(proxy_config& config) {
 
 proxy_config parse_root(const YAML::Node& document) {
   section root(document, "", {"threads", "shutdown_timeout_ms", "listen", "kafka", "mapping", "offset_store",
-                              "metrics", "logging"});
+                              "producers", "metrics", "logging"});
   proxy_config config;
   read_integer(root, "threads", config.threads, 0, threads_max);
   read_integer(root, "shutdown_timeout_ms", config.shutdown_timeout_ms, 0, uint32_max);
@@ -649,6 +656,7 @@ proxy_config parse_root(const YAML::Node& document) {
   parse_kafka(root, config.kafka);
   parse_mapping(root, config.mapping);
   parse_offset_store(root, config.offset_store);
+  parse_producers(root, config.producers);
   parse_metrics(root, config.metrics);
   parse_logging(root, config.logging);
   refuse_unimplemented_security(config);

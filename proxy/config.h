@@ -108,6 +108,14 @@ struct offset_store_settings {
   uint32_t cache_entries = 200000;  // per core: committed offsets held in memory
 };
 
+// Idempotent producers on mapped topics (DESIGN.md section 2): producer aliases.
+struct producer_settings {
+  // An alias not used for this long is tombstoned in the offset store; longer than the
+  // broker's producer id expiry, so the broker has forgotten the alias's state by then.
+  uint64_t alias_idle_ms = 7ull * 24 * 3600 * 1000;
+  uint32_t aliases_max = 1000000;  // per process: resolved aliases held in memory (about 100 bytes each)
+};
+
 struct metrics_settings {
   bool enabled = true;
   host_port address{"0.0.0.0", 9090};
@@ -125,6 +133,7 @@ struct proxy_config {
   kafka_settings kafka;
   mapping_settings mapping;
   offset_store_settings offset_store;
+  producer_settings producers;
   metrics_settings metrics;
   logging_settings logging;
   // Non-fatal findings of the load; main logs them once logging is up.

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +35,10 @@ struct exchange_env {
     uint64_t now_ns;
     const std::string& peer;  // for log lines
     const std::shared_ptr<client_session*>& session;  // empty when the session is gone
+    // Produce exchanges of this session waiting for producer aliases before they send, by
+    // slot, in arrival order: later mapped Produce requests queue behind them so that no
+    // producer's batches overtake each other (DESIGN.md section 2, "Idempotent producers").
+    std::deque<uint64_t>& held_produces;
 };
 
 // Wakes the exchange of one client request after something other than a broker answer
@@ -41,6 +46,8 @@ struct exchange_env {
 class exchange_waker {
 public:
     explicit exchange_waker(const exchange_env& env) : session_(env.session), sequence_(env.sequence) {}
+    exchange_waker(const std::shared_ptr<client_session*>& session, uint64_t sequence)
+        : session_(session), sequence_(sequence) {}
     void operator()() const;
 
 private:

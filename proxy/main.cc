@@ -1,6 +1,7 @@
 // kafka-partition-proxy: start-up, signals and the metadata refresher. The data plane is
 // the shard group; this thread only waits for signals.
 #include <signal.h>
+#include <unistd.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -9,6 +10,7 @@
 #include <cstdio>
 #include <iostream>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "kpp_version.h"
@@ -24,6 +26,17 @@
 #include "remap/mapping.h"
 
 namespace {
+
+// Host, process and a random part: distinct for every start, also after a restart that
+// reuses the process id, so two instances' alias candidates never share a key.
+std::string instance_name() {
+    char host[256] = {};
+    if (gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
+    std::random_device random;
+    char suffix[17];
+    std::snprintf(suffix, sizeof(suffix), "%08x%08x", random(), random());
+    return std::string(host) + ":" + std::to_string(getpid()) + ":" + suffix;
+}
 
 using namespace kpp;
 
@@ -193,6 +206,8 @@ int run_proxy(const cli_options& options) {
     proxy_runtime runtime;
     runtime.config = config;
     runtime.advertised = advertised_address_of(config.listen);
+    runtime.aliases.set_entries_max(config.producers.aliases_max);
+    runtime.instance_id = instance_name();
     if (const char* verify = std::getenv("KPP_VERIFY_PROTOCOL"); verify && std::string(verify) == "1") {
         runtime.verify_protocol = true;
         spdlog::warn("KPP_VERIFY_PROTOCOL=1: every request and response is checked against the schema files (slow)");

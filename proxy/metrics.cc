@@ -119,6 +119,20 @@ std::vector<prometheus::MetricFamily> metrics_registry::Collect() const {
     add_counter("kpp_offset_store_evictions_total",
                 "Store partitions dropped from a per-core cache to stay within offset_store.cache_entries",
                 &shard_metrics::offset_store_evictions);
+    add_counter("kpp_producer_aliases_created_total",
+                "Producer aliases created for idempotent producers on mapped topics (InitProducerId, recorded in the store)",
+                &shard_metrics::producer_aliases_created);
+    add_counter("kpp_producer_aliases_resolved_from_store_total",
+                "Producer aliases found in the offset store topic (made by another core or proxy instance)",
+                &shard_metrics::producer_aliases_from_store);
+    add_counter("kpp_producer_alias_failures_total",
+                "Producer alias resolutions that failed (the Produce entries got a retriable error)",
+                &shard_metrics::producer_alias_failures);
+    add_counter("kpp_producer_aliases_tombstoned_total",
+                "Producer aliases tombstoned in the store (the client producer moved to a new epoch, or idle)",
+                &shard_metrics::producer_aliases_tombstoned);
+    add_counter("kpp_produce_alias_batches_total", "Record batches sent under a producer alias",
+                &shard_metrics::produce_alias_batches);
     families.push_back(counter_family("kpp_client_connections_total", "Client connections accepted",
                                       double(sum(shards_, &shard_metrics::client_connections_opened))));
     families.push_back(counter_family("kpp_client_connections_refused_total",

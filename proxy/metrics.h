@@ -53,6 +53,12 @@ struct alignas(64) shard_metrics {
     std::atomic<uint64_t> offset_store_records_written{0};
     std::atomic<uint64_t> offset_store_failures{0};       // reads or writes answered with an error
     std::atomic<uint64_t> offset_store_evictions{0};      // store partitions dropped from the cache
+    // Idempotent producers on mapped topics (producer aliases).
+    std::atomic<uint64_t> producer_aliases_created{0};    // aliases this core created (InitProducerId + store)
+    std::atomic<uint64_t> producer_aliases_from_store{0}; // aliases found in the store (another core or instance made them)
+    std::atomic<uint64_t> producer_alias_failures{0};     // resolutions that failed (entries answered retriable)
+    std::atomic<uint64_t> producer_aliases_tombstoned{0}; // aliases forgotten: a newer client epoch, or idle
+    std::atomic<uint64_t> produce_alias_batches{0};       // batches sent under an alias producer id
 
     void count_request(int16_t api_key) {
         size_t index = api_key < 0 ? metrics_api_keys - 1 : std::min<size_t>(size_t(api_key), metrics_api_keys - 1);

@@ -309,6 +309,7 @@ void offset_store::on_read(int32_t partition, int64_t fetch_offset, protocol::fr
         spdlog::warn("offset store: offset {} of {}-{} is out of range; re-reading from {}", fetch_offset, info_.topic,
                      partition, start);
         state.cache.clear();
+        state.aliases.clear();
         state.next_offset = start;
         start_read(partition);
         return;
@@ -325,7 +326,7 @@ void offset_store::on_read(int32_t partition, int64_t fetch_offset, protocol::fr
     }
     std::span<const std::byte> records;
     if (answer->records) records = *answer->records;
-    offset_cache::read_result read = state.cache.apply_records(records, fetch_offset);
+    offset_cache::read_result read = state.cache.apply_records(records, fetch_offset, &state.aliases);
     bump(server_.metrics().offset_store_records_read, read.applied);
     if (read.skipped > 0)
         spdlog::warn("offset store: skipped {} record(s) of {}-{} not in the store's format", read.skipped, info_.topic,
@@ -381,6 +382,7 @@ void offset_store::evict_beyond_bound(int32_t keep) {
         if (!victim) return;
         held -= victim->cache.size();
         victim->cache.clear();
+        victim->aliases.clear();
         victim->next_offset = 0;
         bump(server_.metrics().offset_store_evictions);
     }
@@ -413,11 +415,17 @@ void offset_store::send_write(int32_t partition, std::shared_ptr<pending_write> 
         values.reserve(pending->records.size());
         for (size_t index = 0; index < pending->records.size(); ++index) {
             const store_record& record = pending->records[index];
-            keys.push_back(encode_offset_key(record.key));
-            values.push_back(record.value ? encode_offset_value(*record.value) : std::vector<std::byte>{});
+            bool has_value = record.alias ? record.alias_value.has_value() : record.value.has_value();
+            if (record.alias) {
+                keys.push_back(encode_alias_key(*record.alias));
+                values.push_back(record.alias_value ? encode_alias_value(*record.alias_value) : std::vector<std::byte>{});
+            } else {
+                keys.push_back(encode_offset_key(record.key));
+                values.push_back(record.value ? encode_offset_value(*record.value) : std::vector<std::byte>{});
+            }
             protocol::record_input input;
             input.key = std::span<const std::byte>(keys.back());
-            if (record.value) input.value = std::span<const std::byte>(values.back());
+            if (has_value) input.value = std::span<const std::byte>(values.back());
             input.offset_delta = int32_t(index);
             inputs.push_back(std::move(input));
         }
@@ -465,9 +473,13 @@ void offset_store::on_written(int32_t partition, std::shared_ptr<pending_write> 
     }
     if (error == 0 && !closed_) {
         partition_state& state = partitions_[size_t(partition)];
-        for (size_t index = 0; index < pending->records.size(); ++index)
-            state.cache.apply(pending->records[index].key, pending->records[index].value,
-                              base_offset + int64_t(index));
+        for (size_t index = 0; index < pending->records.size(); ++index) {
+            const store_record& record = pending->records[index];
+            if (record.alias)
+                state.aliases.apply(*record.alias, record.alias_value, base_offset + int64_t(index));
+            else
+                state.cache.apply(record.key, record.value, base_offset + int64_t(index));
+        }
         // Right after what was read: the next read need not fetch these records back.
         if (state.next_offset == base_offset && !state.reading)
             state.next_offset = base_offset + int64_t(pending->records.size());
@@ -484,6 +496,33 @@ void offset_store::on_written(int32_t partition, std::shared_ptr<pending_write> 
                  info_.topic, partition, error);
     bump(server_.metrics().offset_store_failures);
     pending->done(unavailable_error);
+}
+
+void offset_store::init_producer_id(producer_id_done done) {
+    if (closed_) {
+        post([done = std::move(done)] { done(unavailable_error, {}); });
+        return;
+    }
+    // v0 is what every broker with idempotence offers; an idempotent producer id needs no
+    // coordinator, so any broker answers.
+    constexpr int16_t version = 0;
+    messages::init_producer_id_request request;
+    request.transactional_id = std::nullopt;
+    request.transaction_timeout_ms = int32_t(std::min<uint32_t>(server_.config().kafka.request_timeout_ms, INT32_MAX));
+    protocol::wire_writer writer;
+    messages::encode(request, version, writer);
+    send(bootstrap_node, protocol::api_key::init_producer_id, version, writer.bytes(),
+         [done = std::move(done)](protocol::frame* response, int16_t error) {
+             alias_producer producer;
+             if (response) {
+                 auto decoded = exchange_util::decode_response<messages::init_producer_id_response>(
+                     *response, protocol::api_key::init_producer_id, version);
+                 error = decoded ? decoded->error_code : exchange_util::unknown_server_error;
+                 if (decoded && error == 0) producer = {decoded->producer_id, decoded->producer_epoch};
+                 if (error == 0 && producer.producer_id < 0) error = exchange_util::unknown_server_error;
+             }
+             done(error, producer);
+         });
 }
 
 void offset_store::check_timeouts(uint64_t now_ns) {

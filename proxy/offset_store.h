@@ -19,6 +19,7 @@
 #include "proxy/upstream_link.h"
 #include "reactor/event_loop.h"
 #include "remap/offset_cache.h"
+#include "remap/producer_aliases.h"
 
 namespace kpp {
 
@@ -30,7 +31,14 @@ using store_done = std::function<void(int16_t error)>;
 struct store_record {
     offset_key key;
     std::optional<offset_value> value;  // nullopt: tombstone
+    // Set: a producer alias record (remap/producer_aliases.h) instead of a committed offset;
+    // `alias_value` nullopt is its tombstone.
+    std::optional<alias_record_key> alias;
+    std::optional<alias_record_value> alias_value;
 };
+
+// InitProducerId's answer: 0 and the producer, or the Kafka error code.
+using producer_id_done = std::function<void(int16_t error, alias_producer producer)>;
 
 class offset_store {
 public:
@@ -40,6 +48,7 @@ public:
     offset_store& operator=(const offset_store&) = delete;
 
     bool available() const { return info_.partitions > 0; }
+    int32_t partitions() const { return info_.partitions; }
     int32_t partition_of(std::string_view group) const;
     // Reads the store partition up to its end as of now; `done` runs later (never inside
     // this call) once the cache holds every record acknowledged before the call.
@@ -48,6 +57,10 @@ public:
     void write(int32_t partition, std::vector<store_record> records, store_done done);
     // Valid until control returns to the event loop.
     const offset_cache& cache(int32_t partition) const { return partitions_[size_t(partition)].cache; }
+    // The producer aliases recorded in a store partition, as read by the last sync.
+    const alias_index& aliases(int32_t partition) const { return partitions_[size_t(partition)].aliases; }
+    // Asks any broker for a new idempotent producer id (InitProducerId, no transactional id).
+    void init_producer_id(producer_id_done done);
     // Fails requests the brokers did not answer within kafka.request_timeout_ms.
     void check_timeouts(uint64_t now_ns);
     // At shutdown: closes the broker connections, failing what still waits.
@@ -70,6 +83,7 @@ private:
     };
     struct partition_state {
         offset_cache cache;
+        alias_index aliases;
         int64_t next_offset = 0;      // where the next read starts
         bool reading = false;         // a read round is in flight
         int read_attempts = 0;

@@ -20,6 +20,8 @@ shard_server::shard_server(reactor::shard& shard, proxy_runtime& runtime)
     : shard_(shard), runtime_(runtime), metrics_(runtime.metrics->shard(shard.index())),
       remap_(runtime.config, runtime.names, runtime.ends),
       store_(std::make_unique<offset_store>(*this, runtime.store_info)),
+      aliases_(std::make_unique<alias_resolver>(*this, runtime.aliases,
+                                                runtime.instance_id + "/" + std::to_string(shard.index()))),
       sweep_timer_(shard.loop()), reap_timer_(shard.loop()), stop_deadline_(shard.loop()) {
     sweep_timer_.arm_after_ms(sweep_interval_ms, &shard_server::on_sweep, this);
 }

@@ -14,6 +14,7 @@
 #include "proxy/config.h"
 #include "proxy/metrics.h"
 #include "proxy/offset_store.h"
+#include "proxy/producer_aliases.h"
 #include "proxy/remap_state.h"
 #include "proxy/upstream_link.h"
 #include "reactor/listener.h"
@@ -37,6 +38,8 @@ struct proxy_runtime {
     topic_names names;                      // topic id -> name, for Fetch v13+
     virtual_ends ends;                      // virtual high watermarks, for ListOffsets on any core
     offset_store_info store_info;           // partitions 0: no offset store (nothing is remapped)
+    alias_registry aliases;                 // producer aliases resolved by any core
+    std::string instance_id;                // names this process in the store's alias records
 };
 
 class shard_server {
@@ -55,6 +58,7 @@ public:
     shard_metrics& metrics() { return metrics_; }
     remap_state& remap() { return remap_; }
     offset_store& store() { return *store_; }
+    alias_resolver& aliases() { return *aliases_; }
     // Where a connection to `node_id` (-1: any bootstrap server) goes; false for a node the
     // directory does not list.
     bool target_for(int32_t node_id, upstream_target& target);
@@ -84,6 +88,7 @@ private:
     std::shared_ptr<const cluster_directory> directory_;
     remap_state remap_;
     std::unique_ptr<offset_store> store_;
+    std::unique_ptr<alias_resolver> aliases_;
     std::map<uint16_t, std::unique_ptr<port_listener>> listeners_;
     std::unordered_set<client_session*> sessions_;
     std::vector<client_session*> retired_;

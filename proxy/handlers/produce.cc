@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "protocol/api.h"
 #include "protocol/kpp_messages.h"
@@ -18,6 +19,7 @@
 #include "proxy/handlers.h"
 #include "proxy/shard_server.h"
 #include "remap/produce_plan.h"
+#include "remap/producer_aliases.h"
 
 namespace kpp::handlers {
 namespace {
@@ -87,21 +89,50 @@ struct entry_state {
     bool records_null = false;
 };
 
+// Producer aliases a held request waits for, filled in by the resolver's callbacks.
+struct alias_answer {
+    int16_t error = 0;
+    alias_producer alias;
+};
+using alias_answers = std::map<alias_key, std::optional<alias_answer>>;
+
+// Everything a Produce request to mapped topics needs until it is sent: a request held for
+// producer aliases keeps referencing its receive buffers, nothing is copied.
+struct produce_input {
+    byte_slice whole;
+    int16_t version = 0;
+    byte_slice header_tail;
+    produce_view view;
+    std::vector<const partition_view*> partitions;  // per entry, in the flattened order
+    produce_plan plan;
+};
+
 class produce_exchange final : public request_exchange {
 public:
-    produce_exchange(int16_t version, std::vector<std::string> topic_names, std::vector<entry_state> entries,
-                     size_t rounds)
-        : version_(version), topic_names_(std::move(topic_names)), entries_(std::move(entries)), answers_(rounds) {}
+    produce_exchange(produce_input input, std::vector<std::string> topic_names, std::vector<entry_state> entries)
+        : input_(std::move(input)), version_(input_.version), topic_names_(std::move(topic_names)),
+          entries_(std::move(entries)) {}
 
     bool on_response(exchange_env& env, protocol::frame&& response) override;
+    bool on_event(exchange_env& env) override;
     std::vector<byte_slice> build(exchange_env& env);
+    // Tags and sends the physical requests; true when nothing went upstream (the answer is
+    // then complete: every entry was answered by the proxy).
+    bool dispatch(exchange_env& env);
+    // Waits in the session's queue until the aliases are known and every earlier held
+    // Produce has been sent.
+    void hold(exchange_env& env, std::shared_ptr<alias_answers> aliases);
+    void use_aliases(std::shared_ptr<alias_answers> aliases) { aliases_ = std::move(aliases); }
 
 private:
+    produce_input input_;
     int16_t version_;
     std::vector<std::string> topic_names_;
     std::vector<entry_state> entries_;
     std::vector<std::optional<messages::produce_response>> answers_;
     size_t received_ = 0;
+    std::shared_ptr<alias_answers> aliases_;  // null: nothing to patch
+    bool held_ = false;
 };
 
 bool produce_exchange::on_response(exchange_env& env, protocol::frame&& response) {
@@ -114,6 +145,27 @@ bool produce_exchange::on_response(exchange_env& env, protocol::frame&& response
         spdlog::warn("malformed Produce v{} response from the broker for {}: partitions answered UNKNOWN_SERVER_ERROR",
                      version_, env.peer);
     if (received_ < answers_.size()) return false;
+    answer = build(env);
+    return true;
+}
+
+void produce_exchange::hold(exchange_env& env, std::shared_ptr<alias_answers> aliases) {
+    aliases_ = std::move(aliases);
+    held_ = true;
+    env.held_produces.push_back(env.sequence);
+}
+
+bool produce_exchange::on_event(exchange_env& env) {
+    if (!held_ || env.held_produces.empty() || env.held_produces.front() != env.sequence) return false;
+    for (const auto& [key, answer] : *aliases_)
+        if (!answer) return false;
+    held_ = false;
+    env.held_produces.pop_front();
+    if (!env.held_produces.empty()) {
+        // Never inside this call: the next one may complete its slot at once.
+        env.server.aliases().defer(exchange_waker(env.session, env.held_produces.front()));
+    }
+    if (!dispatch(env)) return false;
     answer = build(env);
     return true;
 }
@@ -167,12 +219,23 @@ std::vector<byte_slice> produce_exchange::build(exchange_env& env) {
     return exchange_util::response_pieces(protocol::api_key::produce, version_, std::move(writer.bytes()));
 }
 
+// The producer alias a batch needs (DESIGN.md section 2): a batch of an idempotent producer
+// (producer id set, not transactional: transactions are renumbered instead) going to a
+// virtual partition of group g = v / P >= 1. nullopt: the batch keeps its producer.
+std::optional<alias_key> alias_key_of(std::span<const std::byte> batch, int32_t virtual_partition,
+                                      int32_t physical_partitions) {
+    if (physical_partitions <= 0 || virtual_partition < physical_partitions) return std::nullopt;
+    if (protocol::validate_batch_header(batch) != protocol::batch_error::none) return std::nullopt;
+    protocol::record_batch_view view(batch);
+    if (view.producer_id() < 0 || view.is_transactional() || view.is_control()) return std::nullopt;
+    return alias_key{view.producer_id(), view.producer_epoch(), virtual_partition / physical_partitions};
+}
+
 // Tags every batch of one partition's records; false (with the entry's error set) when a
 // batch cannot be tagged.
-bool tag_records(exchange_env& env, const client_request& request, const partition_view& partition,
-                 int32_t virtual_partition, entry_state& entry) {
-    byte_slice field{request.whole.owner, uint32_t(request.whole.offset + partition.records_at),
-                     uint32_t(partition.records_bytes)};
+bool tag_records(exchange_env& env, const byte_slice& whole, const partition_view& partition, int32_t virtual_partition,
+                 int32_t physical_partitions, const alias_answers* aliases, entry_state& entry) {
+    byte_slice field{whole.owner, uint32_t(whole.offset + partition.records_at), uint32_t(partition.records_bytes)};
     protocol::batch_iterator batches(field.span());
     protocol::batch_entry batch;
     protocol::tag_rewrite_options options;
@@ -184,6 +247,19 @@ bool tag_records(exchange_env& env, const client_request& request, const partiti
             return false;
         }
         byte_slice one{field.owner, uint32_t(field.offset + batch.offset_in_field), uint32_t(batch.bytes.size())};
+        options.producer.reset();
+        if (auto key = alias_key_of(batch.bytes, virtual_partition, physical_partitions); key && aliases) {
+            auto found = aliases->find(*key);
+            if (found == aliases->end() || !found->second || found->second->error != 0) {
+                entry.local_error = alias_resolver::unavailable_error;
+                entry.local_message = "the proxy could not obtain a producer id for this virtual partition's "
+                                      "idempotent stream; retry";
+                return false;
+            }
+            options.producer = protocol::producer_patch{found->second->alias.producer_id,
+                                                        found->second->alias.producer_epoch, std::nullopt};
+            bump(env.metrics.produce_alias_batches);
+        }
         auto rewritten = protocol::rewrite_batch_tag(one, virtual_partition, options);
         if (!rewritten.ok()) {
             entry.local_error = exchange_util::corrupt_message;
@@ -293,59 +369,26 @@ bool produce_names_mapped_topic(const remap_state& remap, const protocol::frame&
     return false;
 }
 
-exchange_start start_produce(exchange_env& env, const client_request& request) {
-    exchange_start start;
-    int16_t version = request.header.fixed.api_version;
-    if (version < 3) return exchange_util::refuse_old_version_if_mapped(env, request);
-    produce_view view;
-    if (!parse_produce(request, view)) return start;  // validated already; forwarding lets the broker judge
-    bool any_mapped = std::any_of(view.topics.begin(), view.topics.end(), [&](const topic_view& topic) {
-        return env.remap.mappings.lookup(topic.name).remapped();
-    });
-    if (!any_mapped) return start;
-
-    std::vector<std::string> topic_names;
-    std::vector<produce_entry> planned_input;
-    std::vector<entry_state> entries;
-    for (size_t t = 0; t < view.topics.size(); ++t) {
-        topic_names.emplace_back(view.topics[t].name);
-        for (const auto& partition : view.topics[t].partitions) {
-            planned_input.push_back({view.topics[t].name, partition.index});
-            entry_state entry;
-            entry.topic = t;
-            entry.partition = partition.index;
-            entries.push_back(std::move(entry));
-        }
-    }
-    produce_plan plan = plan_produce(planned_input, [&](std::string_view topic) { return env.remap.mappings.lookup(topic); });
-    for (size_t index : plan.rejected) {
-        entries[index].local_error = exchange_util::unknown_topic_or_partition;
-        entries[index].local_message = "virtual partition " + std::to_string(entries[index].partition) +
-                                       " does not exist in topic " + topic_names[entries[index].topic];
-        bump(env.metrics.partition_errors_local);
-    }
-    // Views of each entry's partition, in the same flattened order.
-    std::vector<const partition_view*> partitions;
-    for (const auto& topic : view.topics)
-        for (const auto& partition : topic.partitions) partitions.push_back(&partition);
-
+bool produce_exchange::dispatch(exchange_env& env) {
     std::vector<std::vector<entry_state*>> rounds;
-    for (const auto& round : plan.rounds) {
+    for (const auto& round : input_.plan.rounds) {
         std::vector<entry_state*> sent;
         for (const planned_entry& planned : round) {
-            entry_state& entry = entries[planned.entry_index];
-            const partition_view& partition = *partitions[planned.entry_index];
+            entry_state& entry = entries_[planned.entry_index];
+            const partition_view& partition = *input_.partitions[planned.entry_index];
             entry.physical = planned.physical_partition;
             entry.records_null = partition.records_null;
             if (!partition.records_null) {
                 if (planned.tag) {
-                    if (!tag_records(env, request, partition, entry.partition, entry)) {
+                    int32_t physical_partitions = env.remap.mappings.lookup(topic_names_[entry.topic]).physical_partitions;
+                    if (!tag_records(env, input_.whole, partition, entry.partition, physical_partitions, aliases_.get(),
+                                     entry)) {
                         bump(env.metrics.partition_errors_local);
                         continue;
                     }
                 } else {
-                    entry.records.push_back(byte_slice{request.whole.owner,
-                                                       uint32_t(request.whole.offset + partition.records_at),
+                    entry.records.push_back(byte_slice{input_.whole.owner,
+                                                       uint32_t(input_.whole.offset + partition.records_at),
                                                        uint32_t(partition.records_bytes)});
                 }
             }
@@ -355,19 +398,108 @@ exchange_start start_produce(exchange_env& env, const client_request& request) {
         for (entry_state* entry : sent) entry->round = int(rounds.size());
         rounds.push_back(std::move(sent));
     }
-    bool expects_response = view.acks != 0;
+    bool expects_response = input_.view.acks != 0;
     if (rounds.size() > 1) bump(env.metrics.produce_extra_requests, rounds.size() - 1);
     for (const auto& round : rounds) {
         piece_builder body;
-        write_round(body, view, version, topic_names, round);
-        send_upstream(env, protocol::api_key::produce, version, request.header_tail, body.finish(), expects_response);
+        write_round(body, input_.view, version_, topic_names_, round);
+        send_upstream(env, protocol::api_key::produce, version_, input_.header_tail, body.finish(), expects_response);
     }
+    answers_.resize(rounds.size());
+    return rounds.empty();
+}
+
+// The aliases the request's batches need (none for acks=0: the broker refuses idempotent
+// batches without acks=all, and there is no slot to wait in).
+std::set<alias_key> needed_aliases(exchange_env& env, const produce_input& input,
+                                   const std::vector<std::string>& topic_names, const std::vector<entry_state>& entries) {
+    std::set<alias_key> keys;
+    if (input.view.acks == 0) return keys;
+    for (const auto& round : input.plan.rounds)
+        for (const planned_entry& planned : round) {
+            const partition_view& partition = *input.partitions[planned.entry_index];
+            if (!planned.tag || partition.records_null) continue;
+            const entry_state& entry = entries[planned.entry_index];
+            int32_t physical_partitions = env.remap.mappings.lookup(topic_names[entry.topic]).physical_partitions;
+            if (entry.partition < physical_partitions) continue;
+            auto field = input.whole.span().subspan(partition.records_at, partition.records_bytes);
+            protocol::batch_iterator batches(field);
+            protocol::batch_entry batch;
+            while (batches.next(batch))
+                if (auto key = alias_key_of(batch.bytes, entry.partition, physical_partitions)) keys.insert(*key);
+        }
+    return keys;
+}
+
+exchange_start start_produce(exchange_env& env, const client_request& request) {
+    exchange_start start;
+    int16_t version = request.header.fixed.api_version;
+    if (version < 3) return exchange_util::refuse_old_version_if_mapped(env, request);
+    produce_input input{request.whole, version, request.header_tail, {}, {}, {}};
+    if (!parse_produce(request, input.view)) return start;  // validated already; forwarding lets the broker judge
+    bool any_mapped = std::any_of(input.view.topics.begin(), input.view.topics.end(), [&](const topic_view& topic) {
+        return env.remap.mappings.lookup(topic.name).remapped();
+    });
+    if (!any_mapped) return start;
+
+    std::vector<std::string> topic_names;
+    std::vector<produce_entry> planned_input;
+    std::vector<entry_state> entries;
+    for (size_t t = 0; t < input.view.topics.size(); ++t) {
+        topic_names.emplace_back(input.view.topics[t].name);
+        for (const auto& partition : input.view.topics[t].partitions) {
+            planned_input.push_back({input.view.topics[t].name, partition.index});
+            entry_state entry;
+            entry.topic = t;
+            entry.partition = partition.index;
+            entries.push_back(std::move(entry));
+            input.partitions.push_back(&partition);
+        }
+    }
+    input.plan = plan_produce(planned_input, [&](std::string_view topic) { return env.remap.mappings.lookup(topic); });
+    for (size_t index : input.plan.rejected) {
+        entries[index].local_error = exchange_util::unknown_topic_or_partition;
+        entries[index].local_message = "virtual partition " + std::to_string(entries[index].partition) +
+                                       " does not exist in topic " + topic_names[entries[index].topic];
+        bump(env.metrics.partition_errors_local);
+    }
+
+    std::set<alias_key> keys = needed_aliases(env, input, topic_names, entries);
+    auto aliases = std::make_shared<alias_answers>();
+    bool all_known = true;
+    for (const alias_key& key : keys) {
+        if (auto known = env.server.aliases().lookup(key)) {
+            (*aliases)[key] = alias_answer{0, *known};
+        } else {
+            (*aliases)[key] = std::nullopt;
+            all_known = false;
+        }
+    }
+    bool expects_response = input.view.acks != 0;
+    auto exchange = std::make_unique<produce_exchange>(std::move(input), std::move(topic_names), std::move(entries));
+    if (!all_known || (expects_response && !env.held_produces.empty())) {
+        exchange->hold(env, aliases);
+        exchange_waker wake(env);
+        for (auto& [key, answer] : *aliases) {
+            if (answer) continue;
+            env.server.aliases().resolve(key, [aliases, key, wake](int16_t error, alias_producer alias) {
+                (*aliases)[key] = alias_answer{error, alias};
+                wake();
+            });
+        }
+        // Its turn may have come already (aliases known, queue empty before it).
+        if (all_known) env.server.aliases().defer(wake);
+        start.what = exchange_start::kind::pending;
+        start.exchange = std::move(exchange);
+        return start;
+    }
+    if (!keys.empty()) exchange->use_aliases(std::move(aliases));
+    bool answered_locally = exchange->dispatch(env);
     if (!expects_response) {
         start.what = exchange_start::kind::no_answer;
         return start;
     }
-    auto exchange = std::make_unique<produce_exchange>(version, std::move(topic_names), std::move(entries), rounds.size());
-    if (rounds.empty()) {
+    if (answered_locally) {
         start.what = exchange_start::kind::answered;
         start.answer = exchange->build(env);
         return start;

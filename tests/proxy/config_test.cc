@@ -538,6 +538,18 @@ TEST(config_offset_store, values_are_validated) {
             5000u);
 }
 
+TEST(config_producers, alias_idle_time_and_bound) {
+  proxy_config defaults = load_config_string(with_bootstrap(""));
+  EXPECT_EQ(defaults.producers.alias_idle_ms, 7ull * 24 * 3600 * 1000);
+  EXPECT_EQ(defaults.producers.aliases_max, 1000000u);
+  proxy_config set = load_config_string(with_bootstrap("producers: {alias_idle_ms: 86400000, aliases_max: 5000}\n"));
+  EXPECT_EQ(set.producers.alias_idle_ms, 86400000u);
+  EXPECT_EQ(set.producers.aliases_max, 5000u);
+  EXPECT_LOAD_ERROR(with_bootstrap("producers: {alias_idle_ms: 10}\n"), "producers.alias_idle_ms:");
+  EXPECT_LOAD_ERROR(with_bootstrap("producers: {aliases_max: 1}\n"), "producers.aliases_max:");
+  EXPECT_LOAD_ERROR(with_bootstrap("producers: {alias_ttl: 1}\n"), "producers.alias_ttl");
+}
+
 TEST(config_logging, format_and_json_forms) {
   EXPECT_TRUE(load_config_string(with_bootstrap("logging: {format: json}\n")).logging.json);
   EXPECT_FALSE(load_config_string(with_bootstrap("logging: {format: TEXT}\n")).logging.json);
