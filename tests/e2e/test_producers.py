@@ -298,7 +298,7 @@ def test_transactions_committed_and_aborted(client, vendpoint):
     if client == "confluent":
         outcomes = confluent_transactions(endpoint.bootstrap, topic, runs)
     else:
-        lines = tb.node_client(client, "produce", endpoint.bootstrap, timeout_s=90,
+        lines = tb.node_client(client, "produce", endpoint.bootstrap, timeout_s=60,
                                script=VP_CLIENT, topic=topic, partitions=f"0-{virtual - 1}",
                                count=count, prefix=prefix, order="round",
                                transactional_id=tb.unique_name(f"kpp-txn-{client}"),
@@ -380,7 +380,8 @@ def test_transformer_exactly_once_across_a_kill(vproxy202, log_dir):
         assert first.poll() is None, \
             f"the transformer ended before the kill: {transformer_lines(log_dir, 'transformer-1')[-3:]}"
     finally:
-        os.killpg(first.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
     before = transformer_lines(log_dir, "transformer-1")
     done_before = max((line["total"] for line in before if line.get("type") == "committed"),
