@@ -98,6 +98,7 @@ install_debian_packages() {
     librdkafka-dev kcat
     golang-go golang-github-shopify-sarama-dev
     python3 python3-pytest python3-confluent-kafka python3-kafka
+    python3-snappy python3-lz4 python3-zstandard
     curl procps valgrind ca-certificates haproxy
   )
   # Node only when absent: a NodeSource or hand-installed node must not be replaced.
