@@ -65,6 +65,7 @@ public:
     void resolve(const alias_key& key, alias_done done);
     // Runs `task` after the current completions (never inside the caller).
     void defer(std::function<void()> task);
+    const alias_registry& registry() const { return registry_; }
 
     // The error a Produce entry gets when its alias cannot be had: retriable, and the batch
     // was not written.

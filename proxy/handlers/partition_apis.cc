@@ -324,7 +324,7 @@ exchange_start start_describe_producers(exchange_env& env, const client_request&
         [](auto& out, const std::string& name) { out.topics.emplace_back().name = name; },
         [](auto& topic, size_t, int32_t physical) { topic.partition_indexes.push_back(physical); });
     using response = messages::describe_producers_response;
-    auto finish = [names, entries](exchange_env&, rounds_exchange<response>::answers& answers) {
+    auto finish = [names, entries](exchange_env& env, rounds_exchange<response>::answers& answers) {
         response out;
         for (const auto& name : names) {
             out.topics.emplace_back();
@@ -332,6 +332,20 @@ exchange_start start_describe_producers(exchange_env& env, const client_request&
         }
         for (const auto& round : answers)
             if (round) out.throttle_time_ms = std::max(out.throttle_time_ms, round->throttle_time_ms);
+        // A virtual partition's producers: of group g = v / P, the aliases of group g shown as
+        // the client producers they stand for; of group 0, the producers that are no alias.
+        auto producers_of_virtual = [&env](auto& result, int32_t virtual_partition, int32_t physical_partitions) {
+            int32_t group = virtual_partition / physical_partitions;
+            const alias_registry& registry = env.server.aliases().registry();
+            std::erase_if(result.active_producers, [&](auto& producer) {
+                std::optional<alias_key> owner = registry.owner_of(producer.producer_id);
+                if (!owner) return group != 0;
+                if (owner->group != group) return true;
+                producer.producer_id = owner->producer_id;
+                producer.producer_epoch = owner->producer_epoch;
+                return false;
+            });
+        };
         for (const mapped_entry& entry : entries) {
             response::topics_element::partitions_element result;
             result.partition_index = entry.partition;
@@ -342,9 +356,10 @@ exchange_start start_describe_producers(exchange_env& env, const client_request&
                     [](auto& topic) -> const std::string& { return topic.name; },
                     [](auto& topic) -> auto& { return topic.partitions; }, [](auto& p) { return p.partition_index; });
                 if (found) {
-                    // The producers of the physical partition: every virtual one on it shares them.
                     result = *found;
                     result.partition_index = entry.partition;
+                    topic_mapping mapping = env.remap.mappings.lookup(names[entry.topic]);
+                    if (mapping.remapped()) producers_of_virtual(result, entry.partition, mapping.physical_partitions);
                 }
             }
             out.topics[entry.topic].partitions.push_back(result);
