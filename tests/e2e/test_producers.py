@@ -274,6 +274,17 @@ def upstream_writes_markers(endpoint, topic: str, physical: int) -> bool:
                                                             partition))
 
 
+# Transactional producers on mapped topics need sequence renumbering in the proxy
+# (remap/txn_sequences is not wired into the Produce path yet, issue 12). Measured through
+# the proxy: confluent-kafka's batches time out, kafkajs gets UNKNOWN_TOPIC_OR_PARTITION from
+# AddPartitionsToTxn. Not run until then (each would only wait out its timeouts); remove
+# the mark with the change that makes them pass.
+TRANSACTIONS_NOT_MAPPED = pytest.mark.xfail(
+    not tb.direct_mode(), run=False, strict=True,
+    reason="transactional producers on mapped topics are not supported by the proxy yet (issue 12)")
+
+
+@TRANSACTIONS_NOT_MAPPED
 @pytest.mark.parametrize("client", ["confluent", "kafkajs", "rdkafka"])
 def test_transactions_committed_and_aborted(client, vendpoint):
     """Six transactions cut from the records of every virtual partition in round order, every
@@ -354,6 +365,7 @@ def transformer_lines(log_dir: Path, name: str) -> list[dict]:
     "TxnOffsetCommit without storing it, so the group has no committed offsets and the "
     "restart re-reads the input from the beginning (measured on the 2.0.2 mock: 9 of 15 "
     "transactions committed before the kill, then all 300 inputs again: 480 outputs)"))
+@TRANSACTIONS_NOT_MAPPED
 def test_transformer_exactly_once_across_a_kill(vproxy202, log_dir):
     """tools/eos_transformer.py reads a mapped input topic as a group (read_committed) and
     writes "out-" + value to the same virtual partition of a mapped output topic in
