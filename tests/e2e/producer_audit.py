@@ -175,18 +175,6 @@ def control_batch(producer_id: int, producer_epoch: int, commit: bool = True) ->
                           control=True, key=key)
 
 
-def _unsigned_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def init_producer_id(connection: vp.KafkaConnection, version: int,
                      transactional_id: str | None = None, producer_id: int = -1,
                      producer_epoch: int = -1,
@@ -199,10 +187,10 @@ def init_producer_id(connection: vp.KafkaConnection, version: int,
     if flexible:
         header += b"\x00"  # request header v2: no tagged fields
         if transactional_id is None:
-            body = _unsigned_varint(0)
+            body = vp.unsigned_varint(0)
         else:
             raw = transactional_id.encode()
-            body = _unsigned_varint(len(raw) + 1) + raw
+            body = vp.unsigned_varint(len(raw) + 1) + raw
     else:
         body = vp._string(transactional_id)
     body += struct.pack(">i", transaction_timeout_ms)

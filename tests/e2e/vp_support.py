@@ -86,17 +86,20 @@ assert crc32c(b"123456789") == 0xE3069283  # the standard check value
 # Record batch v2 (uncompressed), built by hand
 
 
-def zigzag_varint(value: int) -> bytes:
-    encoded = (value << 1) ^ (value >> 63)
+def unsigned_varint(value: int) -> bytes:
     out = bytearray()
     while True:
-        byte = encoded & 0x7F
-        encoded >>= 7
-        if encoded:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
             out.append(byte | 0x80)
         else:
             out.append(byte)
             return bytes(out)
+
+
+def zigzag_varint(value: int) -> bytes:
+    return unsigned_varint((value << 1) ^ (value >> 63))
 
 
 def _varbytes(data: bytes | None) -> bytes:
