@@ -61,6 +61,8 @@ public:
     const alias_index& aliases(int32_t partition) const { return partitions_[size_t(partition)].aliases; }
     // Asks any broker for a new idempotent producer id (InitProducerId, no transactional id).
     void init_producer_id(producer_id_done done);
+    // Runs `task` after the current completions, never inside the caller.
+    void post(std::function<void()> task);
     // Fails requests the brokers did not answer within kafka.request_timeout_ms.
     void check_timeouts(uint64_t now_ns);
     // At shutdown: closes the broker connections, failing what still waits.
@@ -105,7 +107,6 @@ private:
     void finish_read(int32_t partition, int16_t error);
     void send_write(int32_t partition, std::shared_ptr<pending_write> write);
     void on_written(int32_t partition, std::shared_ptr<pending_write> write, protocol::frame* response, int16_t error);
-    void post(std::function<void()> task);
     void evict_beyond_bound(int32_t keep);
     static void on_posted(reactor::timer& self, void* context);
     static void on_reap(reactor::timer& self, void* context);

@@ -74,7 +74,7 @@ size_t alias_registry::size() const {
 }
 
 alias_resolver::alias_resolver(shard_server& server, alias_registry& registry, std::string writer)
-    : server_(server), registry_(registry), writer_(std::move(writer)), deferred_timer_(server.loop()) {}
+    : server_(server), registry_(registry), writer_(std::move(writer)) {}
 
 std::optional<alias_producer> alias_resolver::lookup(const alias_key& key) {
     int64_t now_ms = offset_store::wall_clock_ms();
@@ -84,17 +84,7 @@ std::optional<alias_producer> alias_resolver::lookup(const alias_key& key) {
     return found->record.alias;
 }
 
-void alias_resolver::defer(std::function<void()> task) {
-    deferred_.push_back(std::move(task));
-    if (!deferred_timer_.armed()) deferred_timer_.arm_after_ms(0, &alias_resolver::on_deferred, this);
-}
-
-void alias_resolver::on_deferred(reactor::timer&, void* context) {
-    auto& resolver = *static_cast<alias_resolver*>(context);
-    std::vector<std::function<void()>> tasks;
-    tasks.swap(resolver.deferred_);
-    for (auto& task : tasks) task();
-}
+void alias_resolver::defer(std::function<void()> task) { server_.store().post(std::move(task)); }
 
 void alias_resolver::resolve(const alias_key& key, alias_done done) {
     auto [waiting, fresh] = pending_.try_emplace(key);

@@ -82,15 +82,12 @@ private:
     void finish(const alias_key& key, int16_t error, alias_producer alias);
     void touch(const alias_key& key, const alias_record_value& record);
     void expire(int32_t partition);
-    static void on_deferred(reactor::timer& self, void* context);
 
     shard_server& server_;
     alias_registry& registry_;
     std::string writer_;  // names this core of this instance in candidate records
     std::map<alias_key, pending> pending_;
     std::map<int32_t, int64_t> expired_at_ms_;  // store partition -> last expiry pass
-    std::vector<std::function<void()>> deferred_;
-    reactor::timer deferred_timer_;
 };
 
 }  // namespace kpp
