@@ -84,7 +84,14 @@ std::optional<version_range> proxy_rewrite_range(int16_t key) {
         // ones (librdkafka turns gzip, snappy and lz4 off unless Produce v0 and Fetch v2 are
         // listed). A request to a mapped topic below the rebuilt versions is refused.
         // Rebuilt for virtual partitions (acks=0 has no response): v13 names topics by id.
-        case api_key::produce: return version_range{0, 12};
+        // v12 belongs to transactions v2 (KIP-890: partitions join a transaction implicitly
+        // with their first Produce), which the proxy does not offer: the transactional
+        // sequence state and AddPartitionsToTxn mapping need the partitions named first.
+        case api_key::produce: return version_range{0, 11};
+        // Client form only (v4+ is brokers verifying for each other; v5 is KIP-890).
+        case 24 /* AddPartitionsToTxn */: return version_range{0, 3};
+        case 26 /* EndTxn */: return version_range{0, 4};
+        case 28 /* TxnOffsetCommit */: return version_range{0, 4};
         // Filtered and rebuilt for virtual partitions from v4; v17+ not yet.
         case api_key::fetch: return version_range{0, 16};
         case api_key::list_offsets: return version_range{0, 10};

@@ -15,6 +15,7 @@ exchange_start start_fetch(exchange_env& env, const client_request& request);
 exchange_start start_list_offsets(exchange_env& env, const client_request& request);
 exchange_start start_offset_for_leader_epoch(exchange_env& env, const client_request& request);
 exchange_start start_describe_producers(exchange_env& env, const client_request& request);
+exchange_start start_add_partitions_to_txn(exchange_env& env, const client_request& request);
 exchange_start start_delete_records(exchange_env& env, const client_request& request);
 exchange_start start_create_topics(exchange_env& env, const client_request& request);
 exchange_start start_create_partitions(exchange_env& env, const client_request& request);
@@ -40,6 +41,7 @@ constexpr std::array starters{
     starter_registration{19, &handlers::start_create_topics},
     starter_registration{21, &handlers::start_delete_records},
     starter_registration{23, &handlers::start_offset_for_leader_epoch},
+    starter_registration{24, &handlers::start_add_partitions_to_txn},
     starter_registration{37, &handlers::start_create_partitions},
     starter_registration{42, &handlers::start_delete_groups},
     starter_registration{47, &handlers::start_offset_delete},

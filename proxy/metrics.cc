@@ -133,6 +133,22 @@ std::vector<prometheus::MetricFamily> metrics_registry::Collect() const {
                 &shard_metrics::producer_aliases_tombstoned);
     add_counter("kpp_produce_alias_batches_total", "Record batches sent under a producer alias",
                 &shard_metrics::produce_alias_batches);
+    add_counter("kpp_txn_renumbered_batches_total",
+                "Transactional record batches on mapped topics given the next range of their physical partition's sequence",
+                &shard_metrics::txn_renumbered_batches);
+    add_counter("kpp_txn_retries_answered_total",
+                "Client retries of acknowledged transactional batches answered from the proxy's record, not sent again",
+                &shard_metrics::txn_retries_answered);
+    add_counter("kpp_txn_resends_total",
+                "Transactional batches sent again with their original physical range after a retriable failure",
+                &shard_metrics::txn_resends);
+    add_counter("kpp_txn_held_back_total",
+                "Transactional batches answered with a retriable error because an earlier range of their physical "
+                "partition had to reach the broker first",
+                &shard_metrics::txn_held_back);
+    add_counter("kpp_txn_refused_total",
+                "Transactional batches refused: out of order, fenced epoch, or a stream another instance had open",
+                &shard_metrics::txn_refused);
     families.push_back(counter_family("kpp_client_connections_total", "Client connections accepted",
                                       double(sum(shards_, &shard_metrics::client_connections_opened))));
     families.push_back(counter_family("kpp_client_connections_refused_total",

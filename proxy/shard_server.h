@@ -19,6 +19,7 @@
 #include "proxy/upstream_link.h"
 #include "reactor/listener.h"
 #include "reactor/shard_group.h"
+#include "remap/txn_sequences.h"
 
 namespace kpp {
 
@@ -59,6 +60,11 @@ public:
     remap_state& remap() { return remap_; }
     offset_store& store() { return *store_; }
     alias_resolver& aliases() { return *aliases_; }
+    // Physical sequences of transactional producers on mapped topics (DESIGN.md section 2):
+    // a stream lives on the core of the client connection to its partition's leader.
+    txn_sequences& transactions() { return transactions_; }
+    // Forgets idle transactional streams, at most once a minute.
+    void expire_transactions(int64_t now_ms);
     // Where a connection to `node_id` (-1: any bootstrap server) goes; false for a node the
     // directory does not list.
     bool target_for(int32_t node_id, upstream_target& target);
@@ -87,6 +93,8 @@ private:
     shard_metrics& metrics_;
     std::shared_ptr<const cluster_directory> directory_;
     remap_state remap_;
+    txn_sequences transactions_;
+    int64_t transactions_expired_ms_ = 0;
     std::unique_ptr<offset_store> store_;
     std::unique_ptr<alias_resolver> aliases_;
     std::map<uint16_t, std::unique_ptr<port_listener>> listeners_;

@@ -22,7 +22,8 @@ txn_sequences::txn_sequences(const txn_sequences_limits& limits) : limits_(limit
 }
 
 txn_assignment txn_sequences::assign(const txn_stream_key& key, int32_t virtual_partition,
-                                     int32_t client_base_sequence, int32_t record_count, int64_t now_ms) {
+                                     int32_t client_base_sequence, int32_t record_count, int64_t now_ms,
+                                     bool only_if_sendable) {
     // The batch parser should have refused these already; the broker would answer the same.
     if (virtual_partition < 0 || client_base_sequence < 0 || record_count < 1) {
         return {txn_assign_outcome::invalid_batch, error_invalid_record};
@@ -31,7 +32,7 @@ txn_assignment txn_sequences::assign(const txn_stream_key& key, int32_t virtual_
     stream_state* stream = stream_for_assign(key, now_ms, refused);
     if (stream == nullptr) return refused;
     if (stream->poison_error) return {txn_assign_outcome::poisoned, *stream->poison_error};
-    return assign_in_window(*stream, virtual_partition, client_base_sequence, record_count);
+    return assign_in_window(*stream, virtual_partition, client_base_sequence, record_count, only_if_sendable);
 }
 
 txn_sequences::stream_state* txn_sequences::stream_for_assign(const txn_stream_key& key, int64_t now_ms,
@@ -116,7 +117,8 @@ void txn_sequences::forget(stream_map::iterator stream) {
 }
 
 txn_assignment txn_sequences::assign_in_window(stream_state& stream, int32_t virtual_partition,
-                                               int32_t client_base_sequence, int32_t record_count) {
+                                               int32_t client_base_sequence, int32_t record_count,
+                                               bool only_if_sendable) {
     auto window_at = stream.windows.find(virtual_partition);
     if (window_at == stream.windows.end()) {
         if (stream.windows.size() >= limits_.virtual_partitions_per_stream_max) {
@@ -146,6 +148,7 @@ txn_assignment txn_sequences::assign_in_window(stream_state& stream, int32_t vir
         ++counters_.out_of_order;
         return {txn_assign_outcome::out_of_order, error_out_of_order_sequence_number};
     }
+    if (only_if_sendable && !room_for_fresh(stream)) return {txn_assign_outcome::wait, error_not_enough_replicas};
     if (window.batches.size() >= batches_per_virtual_partition_max) {
         auto oldest_acknowledged = std::find_if(window.batches.begin(), window.batches.end(),
                                                 [](const remembered_batch& batch) { return batch.acknowledged; });
@@ -244,6 +247,21 @@ std::optional<txn_batch> txn_sequences::next_to_send(const txn_stream_key& key) 
     }
     if (first_queued == nullptr || sends_outstanding >= physical_sends_in_flight_max) return std::nullopt;
     return first_queued->batch;
+}
+
+bool txn_sequences::can_send_fresh(const txn_stream_key& key) const {
+    const stream_state* stream = stream_for(key);
+    if (stream == nullptr || stream->poison_error) return true;  // assign() decides
+    return room_for_fresh(*stream);
+}
+
+bool txn_sequences::room_for_fresh(const stream_state& stream) {
+    size_t sends_outstanding = 0;
+    for (const pending_batch& pending : stream.unacknowledged) {
+        if (pending.batch.state == txn_batch_state::queued) return false;
+        sends_outstanding += pending.stale_answers + 1;
+    }
+    return sends_outstanding < physical_sends_in_flight_max;
 }
 
 bool txn_sequences::on_sent(const txn_stream_key& key, int32_t physical_base_sequence) {

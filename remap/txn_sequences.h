@@ -54,6 +54,8 @@ enum class txn_assign_outcome : uint8_t {
     no_room,             // v already has batches_per_virtual_partition_max unacknowledged
                          // batches, or the stream has virtual_partitions_per_stream_max v
     invalid_batch,       // negative v or base sequence, or record count below 1
+    wait,                // asked with only_if_sendable: a fresh batch that could not be sent
+                         // now (see can_send_fresh); nothing assigned, answer retriable
 };
 
 // What the broker answered for a batch, kept to answer the client's retries.
@@ -147,8 +149,10 @@ public:
     explicit txn_sequences(const txn_sequences_limits& limits = {});
 
     // At send time, for one client batch of virtual partition v on key's physical partition.
+    // only_if_sendable: a fresh batch is assigned only when can_send_fresh() holds, else the
+    // outcome is `wait` (for callers that answer the client rather than hold the batch).
     txn_assignment assign(const txn_stream_key& key, int32_t virtual_partition, int32_t client_base_sequence,
-                          int32_t record_count, int64_t now_ms);
+                          int32_t record_count, int64_t now_ms, bool only_if_sendable = false);
 
     // The broker acknowledged the batch at physical_base_sequence. The batch (for answering
     // its client), or nullopt when nothing was outstanding there (a duplicate answer, an old
@@ -162,6 +166,11 @@ public:
     txn_failure on_failed(const txn_stream_key& key, int32_t physical_base_sequence, int16_t error_code,
                           bool retriable);
 
+    // Whether a fresh batch assigned now could be sent at once: no batch of the stream waits
+    // to be sent again and fewer than physical_sends_in_flight_max sends are outstanding. A
+    // caller that cannot hold a batch asks this first and answers a retriable error instead
+    // of assigning, so that no physical range is taken by a batch that never leaves.
+    bool can_send_fresh(const txn_stream_key& key) const;
     // The batch to send next: the lowest queued one, when fewer than
     // physical_sends_in_flight_max sends of the stream are outstanding. nullopt otherwise.
     std::optional<txn_batch> next_to_send(const txn_stream_key& key) const;
@@ -241,7 +250,8 @@ private:
     void touch(stream_state& stream, int64_t now_ms);
     void forget(stream_map::iterator stream);
     txn_assignment assign_in_window(stream_state& stream, int32_t virtual_partition, int32_t client_base_sequence,
-                                    int32_t record_count);
+                                    int32_t record_count, bool only_if_sendable);
+    static bool room_for_fresh(const stream_state& stream);
     static std::deque<pending_batch>::iterator find_pending(stream_state& stream, int32_t physical_base_sequence);
     static remembered_batch* find_remembered(stream_state& stream, int32_t virtual_partition,
                                              int32_t client_base_sequence);

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <set>
 
 #include "protocol/api.h"
 #include "protocol/kpp_messages.h"
@@ -29,6 +30,8 @@ constexpr int16_t delete_records_key = 21;
 constexpr int16_t offset_for_leader_epoch_key = 23;
 constexpr int16_t create_partitions_key = 37;
 constexpr int16_t describe_producers_key = 61;
+constexpr int16_t add_partitions_to_txn_key = 24;
+constexpr int16_t operation_not_attempted = 55;
 constexpr int64_t latest_timestamp = -1;
 
 // A request split into rounds; each answer decoded into `response_type`, then `finish`
@@ -367,6 +370,77 @@ exchange_start start_describe_producers(exchange_env& env, const client_request&
         return out;
     };
     return launch<response>(env, describe_producers_key, version, rounds, finish);
+}
+
+// ---- AddPartitionsToTxn: virtual partitions added as their physical ones ----
+
+// The client form (v0-3) names its transaction's partitions; each virtual partition of a
+// mapped topic is its physical partition, named once however many virtual partitions share
+// it, and every virtual partition gets its physical partition's result. A virtual
+// partition that does not exist fails the request as a broker does: that partition
+// UNKNOWN_TOPIC_OR_PARTITION, the others OPERATION_NOT_ATTEMPTED, nothing sent. The broker
+// form (v4+, brokers verifying for each other) is forwarded.
+exchange_start start_add_partitions_to_txn(exchange_env& env, const client_request& request) {
+    exchange_start start;
+    int16_t version = request.header.fixed.api_version;
+    if (version > 3) return start;
+    messages::add_partitions_to_txn_request decoded;
+    if (messages::decode(decoded, version, request.body()) != protocol::wire_error::none) return start;
+    std::vector<std::string> names;
+    std::vector<mapped_entry> entries;
+    for (size_t t = 0; t < decoded.topics.size(); ++t) {
+        names.push_back(decoded.topics[t].name);
+        for (int32_t partition : decoded.topics[t].partitions) entries.push_back({t, partition});
+    }
+    bool any_mapped = false;
+    plan_entries(env, names, entries, any_mapped);
+    if (!any_mapped) return start;
+    bool any_local_error = std::any_of(entries.begin(), entries.end(),
+                                       [](const mapped_entry& entry) { return entry.local_error != 0; });
+    size_t rounds = any_local_error ? 0 : 1;
+    if (!any_local_error) {
+        messages::add_partitions_to_txn_request out = decoded;
+        out.topics.clear();
+        std::map<size_t, size_t> slot;
+        std::set<std::pair<size_t, int32_t>> named;
+        for (mapped_entry& entry : entries) {
+            entry.round = 0;  // one request: each physical partition named once
+            if (!named.insert({entry.topic, entry.physical}).second) continue;
+            auto found = slot.find(entry.topic);
+            if (found == slot.end()) {
+                found = slot.emplace(entry.topic, out.topics.size()).first;
+                out.topics.emplace_back().name = names[entry.topic];
+            }
+            out.topics[found->second].partitions.push_back(entry.physical);
+        }
+        send_message(env, request, add_partitions_to_txn_key, out);
+    }
+    using response = messages::add_partitions_to_txn_response;
+    auto finish = [names, entries, any_local_error](exchange_env&, rounds_exchange<response>::answers& answers) {
+        response out;
+        for (const auto& name : names) out.results.emplace_back().name = name;
+        if (!answers.empty() && answers[0]) out.throttle_time_ms = answers[0]->throttle_time_ms;
+        for (const mapped_entry& entry : entries) {
+            response::results_element::results_by_partition_element result;
+            result.partition_index = entry.partition;
+            if (any_local_error) {
+                result.partition_error_code = entry.local_error != 0 ? entry.local_error : operation_not_attempted;
+            } else {
+                result.partition_error_code = exchange_util::unknown_server_error;
+                if (answers[0]) {
+                    auto* found = find_answer(
+                        answers[0]->results, names[entry.topic], entry.physical,
+                        [](auto& topic) -> const std::string& { return topic.name; },
+                        [](auto& topic) -> auto& { return topic.results_by_partition; },
+                        [](auto& p) { return p.partition_index; });
+                    if (found) result.partition_error_code = found->partition_error_code;
+                }
+            }
+            out.results[entry.topic].results_by_partition.push_back(result);
+        }
+        return out;
+    };
+    return launch<response>(env, add_partitions_to_txn_key, version, rounds, finish);
 }
 
 // ---- DeleteRecords: refused on mapped topics (it would truncate the neighbours) ----

@@ -20,6 +20,7 @@
 #include "proxy/shard_server.h"
 #include "remap/produce_plan.h"
 #include "remap/producer_aliases.h"
+#include "remap/txn_sequences.h"
 
 namespace kpp::handlers {
 namespace {
@@ -87,6 +88,21 @@ struct entry_state {
     std::string local_message;
     std::vector<byte_slice> records;  // what goes upstream
     bool records_null = false;
+    // Answered by the proxy from its record of an acknowledged transactional batch.
+    bool local_result = false;
+    int64_t local_base_offset = -1;
+    int64_t local_log_append_time_ms = -1;
+    int64_t local_log_start_offset = -1;
+    // A transactional batch sent with a physical sequence range of the proxy's choosing.
+    struct txn_send {
+        std::string topic;
+        int64_t producer_id = -1;
+        int16_t producer_epoch = -1;
+        int32_t physical_base_sequence = 0;
+        bool settled = false;  // its answer (or failure) was reported to txn_sequences
+    };
+    std::optional<txn_send> txn;
+    std::optional<int16_t> client_error;  // replaces the broker's error code for the client
 };
 
 // Producer aliases a held request waits for, filled in by the resolver's callbacks.
@@ -112,6 +128,9 @@ public:
     produce_exchange(produce_input input, std::vector<std::string> topic_names, std::vector<entry_state> entries)
         : input_(std::move(input)), version_(input_.version), topic_names_(std::move(topic_names)),
           entries_(std::move(entries)) {}
+    // Sends whose answer never came (the connection went away) failed, retriably: their
+    // ranges are sent again, in order, when the client retries.
+    ~produce_exchange() override;
 
     bool on_response(exchange_env& env, protocol::frame&& response) override;
     bool on_event(exchange_env& env) override;
@@ -131,9 +150,71 @@ private:
     std::vector<entry_state> entries_;
     std::vector<std::optional<messages::produce_response>> answers_;
     size_t received_ = 0;
+    // Reports one round's answers for its transactional batches to the core's state.
+    void settle_transactions(exchange_env& env, size_t round, const messages::produce_response* answer);
+
     std::shared_ptr<alias_answers> aliases_;  // null: nothing to patch
     bool held_ = false;
+    txn_sequences* transactions_ = nullptr;   // set once a transactional batch went out
 };
+
+produce_exchange::~produce_exchange() {
+    if (transactions_ == nullptr) return;
+    for (entry_state& entry : entries_) {
+        if (!entry.txn || entry.txn->settled) continue;
+        txn_stream_key key{entry.txn->producer_id, entry.txn->producer_epoch, entry.txn->topic, entry.physical};
+        transactions_->on_failed(key, entry.txn->physical_base_sequence, 13 /* NETWORK_EXCEPTION */, true);
+    }
+}
+
+bool txn_error_retriable(int16_t error) {
+    switch (error) {
+        case 5:   // LEADER_NOT_AVAILABLE
+        case 6:   // NOT_LEADER_OR_FOLLOWER
+        case 7:   // REQUEST_TIMED_OUT
+        case 13:  // NETWORK_EXCEPTION
+        case 19:  // NOT_ENOUGH_REPLICAS
+        case 20:  // NOT_ENOUGH_REPLICAS_AFTER_APPEND
+        case 56:  // KAFKA_STORAGE_ERROR
+        case 74:  // FENCED_LEADER_EPOCH
+        case 75:  // UNKNOWN_LEADER_EPOCH
+            return true;
+        default:
+            return false;
+    }
+}
+
+void produce_exchange::settle_transactions(exchange_env& env, size_t round, const messages::produce_response* answer) {
+    if (transactions_ == nullptr) return;
+    for (entry_state& entry : entries_) {
+        if (!entry.txn || entry.txn->settled || entry.round != int(round)) continue;
+        entry.txn->settled = true;
+        txn_stream_key key{entry.txn->producer_id, entry.txn->producer_epoch, entry.txn->topic, entry.physical};
+        const messages::produce_response::responses_element::partition_responses_element* found = nullptr;
+        if (answer) {
+            for (const auto& topic : answer->responses) {
+                if (topic.name != topic_names_[entry.topic]) continue;
+                for (const auto& partition : topic.partition_responses)
+                    if (partition.index == entry.physical) found = &partition;
+            }
+        }
+        int16_t error = found ? found->error_code : int16_t(exchange_util::unknown_server_error);
+        // DUPLICATE_SEQUENCE_NUMBER: written before (older brokers say so instead of
+        // answering the original offset).
+        if (found && (error == 0 || error == 46)) {
+            transactions_->on_acknowledged(key, entry.txn->physical_base_sequence, found->base_offset,
+                                           found->log_append_time_ms, found->log_start_offset);
+            continue;
+        }
+        bool retriable = !found || txn_error_retriable(error);
+        txn_failure failure = transactions_->on_failed(key, entry.txn->physical_base_sequence, error, retriable);
+        // The broker refused a range behind one that failed first: the client only has to
+        // send it again, the proxy keeps its range and sends it in order.
+        if (failure.effect != txn_failure_effect::poisoned && !retriable) entry.client_error = int16_t(19);
+        if (!found) entry.client_error = int16_t(19);
+        if (failure.effect == txn_failure_effect::resend) bump(env.metrics.txn_resends, failure.affected.size() + 1);
+    }
+}
 
 bool produce_exchange::on_response(exchange_env& env, protocol::frame&& response) {
     size_t round = received_++;
@@ -144,6 +225,7 @@ bool produce_exchange::on_response(exchange_env& env, protocol::frame&& response
     else
         spdlog::warn("malformed Produce v{} response from the broker for {}: partitions answered UNKNOWN_SERVER_ERROR",
                      version_, env.peer);
+    settle_transactions(env, round, answers_[round] ? &*answers_[round] : nullptr);
     if (received_ < answers_.size()) return false;
     answer = build(env);
     return true;
@@ -192,6 +274,11 @@ std::vector<byte_slice> produce_exchange::build(exchange_env& env) {
         if (entry.round < 0) {
             result.error_code = entry.local_error;
             if (!entry.local_message.empty()) result.error_message = entry.local_message;
+            if (entry.local_result) {
+                result.base_offset = entry.local_base_offset;
+                result.log_append_time_ms = entry.local_log_append_time_ms;
+                result.log_start_offset = entry.local_log_start_offset;
+            }
             topic.partition_responses.push_back(std::move(result));
             continue;
         }
@@ -205,6 +292,10 @@ std::vector<byte_slice> produce_exchange::build(exchange_env& env) {
                     result.index = entry.partition;
                 }
             }
+        }
+        if (entry.client_error) {
+            result.error_code = *entry.client_error;
+            result.error_message = "sent again by the proxy in sequence order; retry";
         }
         topic.partition_responses.push_back(std::move(result));
     }
@@ -233,13 +324,99 @@ std::optional<alias_key> alias_key_of(std::span<const std::byte> batch, int32_t 
 
 // Tags every batch of one partition's records; false (with the entry's error set) when a
 // batch cannot be tagged.
+// The physical range a transactional batch goes out with (DESIGN.md section 2,
+// "Transactional producers"), or nullopt with the entry answered by the proxy: a retry of an
+// acknowledged batch from the record, a batch that must wait for an earlier range with a
+// retriable error, a refused one with the error a broker would give.
+std::optional<int32_t> renumber(exchange_env& env, const std::string& topic, const protocol::record_batch_view& view,
+                                entry_state& entry) {
+    txn_sequences& transactions = env.server.transactions();
+    int64_t now_ms = int64_t(env.now_ns / 1'000'000);
+    env.server.expire_transactions(now_ms);
+    txn_stream_key key{view.producer_id(), view.producer_epoch(), topic, entry.physical};
+    txn_assignment assigned = transactions.assign(key, entry.partition, view.base_sequence(),
+                                                  view.last_offset_delta() + 1, now_ms, true);
+    switch (assigned.outcome) {
+        case txn_assign_outcome::fresh:
+        case txn_assign_outcome::retry_in_flight: {
+            std::optional<txn_batch> next = transactions.next_to_send(key);
+            if (next && next->physical_base_sequence == assigned.physical_base_sequence &&
+                transactions.on_sent(key, assigned.physical_base_sequence)) {
+                bump(assigned.outcome == txn_assign_outcome::fresh ? env.metrics.txn_renumbered_batches
+                                                                   : env.metrics.txn_resends);
+                entry.txn = entry_state::txn_send{topic, view.producer_id(), view.producer_epoch(),
+                                                  assigned.physical_base_sequence, false};
+                return assigned.physical_base_sequence;
+            }
+            if (assigned.outcome == txn_assign_outcome::fresh) {
+                // Not reachable with only_if_sendable; never leave a taken range unsent.
+                transactions.on_failed(key, assigned.physical_base_sequence, -1, false);
+            }
+            bump(env.metrics.txn_held_back);
+            entry.local_error = txn_sequences::error_not_enough_replicas;
+            entry.local_message = "an earlier batch of this physical partition goes to the broker first; retry";
+            return std::nullopt;
+        }
+        case txn_assign_outcome::wait:
+            bump(env.metrics.txn_held_back);
+            entry.local_error = assigned.error_code;
+            entry.local_message = "earlier batches of this physical partition are still in flight; retry";
+            return std::nullopt;
+        case txn_assign_outcome::retry_acknowledged:
+            bump(env.metrics.txn_retries_answered);
+            entry.local_error = 0;
+            entry.local_result = true;
+            entry.local_base_offset = assigned.result.base_offset;
+            entry.local_log_append_time_ms = assigned.result.log_append_time_ms;
+            entry.local_log_start_offset = assigned.result.log_start_offset;
+            return std::nullopt;
+        case txn_assign_outcome::no_room:
+            bump(env.metrics.txn_held_back);
+            entry.local_error = assigned.error_code;
+            entry.local_message = "too many unacknowledged batches; retry";
+            return std::nullopt;
+        default:
+            bump(env.metrics.txn_refused);
+            entry.local_error = assigned.error_code;
+            entry.local_message = assigned.outcome == txn_assign_outcome::unknown_stream
+                                      ? "this proxy instance holds no sequence state for the open transaction on "
+                                        "this partition; abort and retry the transaction"
+                                      : "refused by the proxy's transactional sequence check";
+            return std::nullopt;
+    }
+}
+
 bool tag_records(exchange_env& env, const byte_slice& whole, const partition_view& partition, int32_t virtual_partition,
-                 int32_t physical_partitions, const alias_answers* aliases, entry_state& entry) {
+                 int32_t physical_partitions, const alias_answers* aliases, const std::string& topic, bool acks,
+                 entry_state& entry) {
     byte_slice field{whole.owner, uint32_t(whole.offset + partition.records_at), uint32_t(partition.records_bytes)};
     protocol::batch_iterator batches(field.span());
     protocol::batch_entry batch;
     protocol::tag_rewrite_options options;
     options.tag_key = env.remap.tag_key;
+    size_t batch_count = 0;
+    bool any_transactional = false;
+    {
+        protocol::batch_iterator counting(field.span());
+        protocol::batch_entry counted;
+        while (counting.next(counted)) {
+            ++batch_count;
+            if (counted.magic == 2 && protocol::validate_batch_header(counted.bytes) == protocol::batch_error::none) {
+                protocol::record_batch_view view(counted.bytes);
+                any_transactional |= view.is_transactional() && !view.is_control() && view.producer_id() >= 0;
+            }
+        }
+        if (counting.error() != protocol::batch_error::none || counting.partial()) {
+            entry.local_error = exchange_util::corrupt_message;
+            entry.local_message = "records field does not end on a record batch boundary";
+            return false;
+        }
+    }
+    if (any_transactional && acks && batch_count != 1) {
+        entry.local_error = txn_sequences::error_invalid_record;
+        entry.local_message = "a transactional Produce carries exactly one record batch per partition";
+        return false;
+    }
     while (batches.next(batch)) {
         if (batch.magic != 2) {
             entry.local_error = exchange_util::corrupt_message;
@@ -248,6 +425,14 @@ bool tag_records(exchange_env& env, const byte_slice& whole, const partition_vie
         }
         byte_slice one{field.owner, uint32_t(field.offset + batch.offset_in_field), uint32_t(batch.bytes.size())};
         options.producer.reset();
+        if (any_transactional && acks && protocol::validate_batch_header(batch.bytes) == protocol::batch_error::none) {
+            protocol::record_batch_view view(batch.bytes);
+            if (view.is_transactional() && !view.is_control() && view.producer_id() >= 0) {
+                std::optional<int32_t> sequence = renumber(env, topic, view, entry);
+                if (!sequence) return false;
+                options.producer = protocol::producer_patch{view.producer_id(), view.producer_epoch(), *sequence};
+            }
+        }
         if (auto key = alias_key_of(batch.bytes, virtual_partition, physical_partitions); key && aliases) {
             auto found = aliases->find(*key);
             if (found == aliases->end() || !found->second || found->second->error != 0) {
@@ -264,6 +449,12 @@ bool tag_records(exchange_env& env, const byte_slice& whole, const partition_vie
         if (!rewritten.ok()) {
             entry.local_error = exchange_util::corrupt_message;
             entry.local_message = std::string("record batch refused by the proxy: ") + protocol::to_string(rewritten.error);
+            if (entry.txn) {
+                // Its range was taken and cannot be sent: the stream cannot go on without a gap.
+                txn_stream_key key{entry.txn->producer_id, entry.txn->producer_epoch, entry.txn->topic, entry.physical};
+                env.server.transactions().on_failed(key, entry.txn->physical_base_sequence, entry.local_error, false);
+                entry.txn.reset();
+            }
             return false;
         }
         bump(env.metrics.produce_tagged_batches);
@@ -382,10 +573,11 @@ bool produce_exchange::dispatch(exchange_env& env) {
                 if (planned.tag) {
                     int32_t physical_partitions = env.remap.mappings.lookup(topic_names_[entry.topic]).physical_partitions;
                     if (!tag_records(env, input_.whole, partition, entry.partition, physical_partitions, aliases_.get(),
-                                     entry)) {
-                        bump(env.metrics.partition_errors_local);
+                                     topic_names_[entry.topic], input_.view.acks != 0, entry)) {
+                        if (!entry.local_result) bump(env.metrics.partition_errors_local);
                         continue;
                     }
+                    if (entry.txn) transactions_ = &env.server.transactions();
                 } else {
                     entry.records.push_back(byte_slice{input_.whole.owner,
                                                        uint32_t(input_.whole.offset + partition.records_at),

@@ -63,6 +63,39 @@ TEST(txn_sequences, fresh_batches_of_several_virtual_partitions_get_contiguous_r
     EXPECT_EQ(sequences.assign(stream(0, 2), 2, 0, 1, 0).physical_base_sequence, 0);
 }
 
+// The Produce path answers instead of holding: a fresh batch that could not leave at once
+// takes no range, so a client that gives up on it (aborts) leaves no gap behind.
+TEST(txn_sequences, only_if_sendable_takes_no_range_while_the_stream_is_full_or_resending) {
+    txn_sequences sequences;
+    for (int32_t v = 0; v < int32_t(txn_sequences::physical_sends_in_flight_max); ++v) {
+        auto assigned = sequences.assign(stream(), v * 4 + 1, 0, 2, 0, true);
+        ASSERT_EQ(assigned.outcome, txn_assign_outcome::fresh);
+        ASSERT_TRUE(sequences.on_sent(stream(), assigned.physical_base_sequence));
+    }
+    EXPECT_FALSE(sequences.can_send_fresh(stream()));
+    auto waiting = sequences.assign(stream(), 41, 0, 1, 0, true);
+    EXPECT_EQ(waiting.outcome, txn_assign_outcome::wait);
+    EXPECT_EQ(waiting.error_code, txn_sequences::error_not_enough_replicas);
+    EXPECT_EQ(sequences.in_flight(stream()).size(), txn_sequences::physical_sends_in_flight_max);
+    // A retry of a batch on the wire is still recognised while the stream is full.
+    EXPECT_EQ(sequences.assign(stream(), 1, 0, 2, 0, true).outcome, txn_assign_outcome::retry_in_flight);
+    // The first acknowledged: room again, and the waiting batch gets the next range.
+    ASSERT_TRUE(sequences.on_acknowledged(stream(), 0, 100, -1, 0));
+    EXPECT_TRUE(sequences.can_send_fresh(stream()));
+    auto later = sequences.assign(stream(), 41, 0, 1, 0, true);
+    EXPECT_EQ(later.outcome, txn_assign_outcome::fresh);
+    EXPECT_EQ(later.physical_base_sequence, 10);
+    ASSERT_TRUE(sequences.on_sent(stream(), 10));
+    // A retriable failure puts ranges back: nothing fresh until they went out again.
+    ASSERT_TRUE(sequences.on_acknowledged(stream(), 2, 102, -1, 0));
+    auto failed = sequences.on_failed(stream(), 4, not_leader_or_follower, true);
+    EXPECT_EQ(failed.effect, txn_failure_effect::resend);
+    EXPECT_FALSE(sequences.can_send_fresh(stream()));
+    EXPECT_EQ(sequences.assign(stream(), 45, 0, 1, 0, true).outcome, txn_assign_outcome::wait);
+    // An unknown stream (a new epoch included) always has room.
+    EXPECT_TRUE(sequences.can_send_fresh(stream(1)));
+}
+
 TEST(txn_sequences, retry_of_a_batch_in_flight_reuses_its_range) {
     txn_sequences sequences;
     sequences.assign(stream(), 1, 0, 3, 0);
