@@ -20,6 +20,7 @@ exchange_start start_delete_records(exchange_env& env, const client_request& req
 exchange_start start_create_topics(exchange_env& env, const client_request& request);
 exchange_start start_create_partitions(exchange_env& env, const client_request& request);
 exchange_start start_offset_commit(exchange_env& env, const client_request& request);
+exchange_start start_txn_offset_commit(exchange_env& env, const client_request& request);
 exchange_start start_offset_fetch(exchange_env& env, const client_request& request);
 exchange_start start_offset_delete(exchange_env& env, const client_request& request);
 exchange_start start_delete_groups(exchange_env& env, const client_request& request);
@@ -42,6 +43,7 @@ constexpr std::array starters{
     starter_registration{21, &handlers::start_delete_records},
     starter_registration{23, &handlers::start_offset_for_leader_epoch},
     starter_registration{24, &handlers::start_add_partitions_to_txn},
+    starter_registration{28, &handlers::start_txn_offset_commit},
     starter_registration{37, &handlers::start_create_partitions},
     starter_registration{42, &handlers::start_delete_groups},
     starter_registration{47, &handlers::start_offset_delete},

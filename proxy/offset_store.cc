@@ -11,6 +11,7 @@
 #include "protocol/wire.h"
 #include "proxy/exchange_messages.h"
 #include "proxy/shard_server.h"
+#include "remap/txn_sequences.h"
 
 namespace kpp {
 namespace {
@@ -23,6 +24,7 @@ constexpr int16_t request_timed_out = 7;
 constexpr int attempts_max = 4;
 constexpr int32_t read_bytes_max = 64 << 20;
 constexpr int32_t bootstrap_node = -1;
+constexpr size_t txn_streams_max = 65536;
 
 // Errors after which the leaders are looked up again and the request retried.
 bool leader_changed(int16_t error) {
@@ -256,7 +258,8 @@ void offset_store::start_read(int32_t partition) {
         request.max_wait_ms = 0;
         request.min_bytes = 0;
         request.max_bytes = state.read_bytes;
-        request.isolation_level = 0;
+        // read_committed: a TxnOffsetCommit's records count once their transaction commits.
+        request.isolation_level = 1;
         request.session_id = 0;
         request.session_epoch = -1;
         messages::fetch_request::topics_element topic;
@@ -326,7 +329,10 @@ void offset_store::on_read(int32_t partition, int64_t fetch_offset, protocol::fr
     }
     std::span<const std::byte> records;
     if (answer->records) records = *answer->records;
-    offset_cache::read_result read = state.cache.apply_records(records, fetch_offset, &state.aliases);
+    std::vector<aborted_transaction> aborted;
+    if (answer->aborted_transactions)
+        for (const auto& entry : *answer->aborted_transactions) aborted.push_back({entry.producer_id, entry.first_offset});
+    offset_cache::read_result read = state.cache.apply_records(records, fetch_offset, &state.aliases, aborted);
     bump(server_.metrics().offset_store_records_read, read.applied);
     if (read.skipped > 0)
         spdlog::warn("offset store: skipped {} record(s) of {}-{} not in the store's format", read.skipped, info_.topic,
@@ -337,7 +343,11 @@ void offset_store::on_read(int32_t partition, int64_t fetch_offset, protocol::fr
         return;
     }
     state.next_offset = std::max(state.next_offset, *read.next_offset);
-    if (state.next_offset >= answer->high_watermark) {
+    // read_committed ends at the last stable offset: an open transaction's records (and what
+    // follows them) are read once it ends.
+    int64_t end = answer->last_stable_offset >= 0 ? std::min(answer->last_stable_offset, answer->high_watermark)
+                                                   : answer->high_watermark;
+    if (state.next_offset >= end) {
         finish_read(partition, 0);
         return;
     }
@@ -407,34 +417,11 @@ void offset_store::send_write(int32_t partition, std::shared_ptr<pending_write> 
             pending->done(error);
             return;
         }
-        int64_t now_ms = wall_clock_ms();
-        std::vector<std::vector<std::byte>> keys;
-        std::vector<std::vector<std::byte>> values;
-        std::vector<protocol::record_input> inputs;
-        keys.reserve(pending->records.size());
-        values.reserve(pending->records.size());
-        for (size_t index = 0; index < pending->records.size(); ++index) {
-            const store_record& record = pending->records[index];
-            bool has_value = record.alias ? record.alias_value.has_value() : record.value.has_value();
-            if (record.alias) {
-                keys.push_back(encode_alias_key(*record.alias));
-                values.push_back(record.alias_value ? encode_alias_value(*record.alias_value) : std::vector<std::byte>{});
-            } else {
-                keys.push_back(encode_offset_key(record.key));
-                values.push_back(record.value ? encode_offset_value(*record.value) : std::vector<std::byte>{});
-            }
-            protocol::record_input input;
-            input.key = std::span<const std::byte>(keys.back());
-            if (has_value) input.value = std::span<const std::byte>(values.back());
-            input.offset_delta = int32_t(index);
-            inputs.push_back(std::move(input));
-        }
         protocol::batch_fields fields;
-        fields.base_timestamp = now_ms;
-        fields.max_timestamp = now_ms;
-        protocol::built_batch batch = protocol::build_record_batch(fields, inputs);
-        if (!batch.ok()) {
-            spdlog::error("offset store: cannot build a record batch: {}", protocol::to_string(batch.error));
+        fields.base_timestamp = fields.max_timestamp = wall_clock_ms();
+        bool built = false;
+        std::vector<std::byte> batch = encode_records(pending->records, fields, built);
+        if (!built) {
             bump(server_.metrics().offset_store_failures);
             pending->done(unavailable_error);
             return;
@@ -444,7 +431,7 @@ void offset_store::send_write(int32_t partition, std::shared_ptr<pending_write> 
         request.timeout_ms = int32_t(std::min<uint32_t>(server_.config().kafka.request_timeout_ms, INT32_MAX));
         messages::produce_request::topic_data_element topic;
         topic.name = info_.topic;
-        topic.partition_data.push_back({partition, std::move(batch.bytes)});
+        topic.partition_data.push_back({partition, std::move(batch)});
         request.topic_data.push_back(std::move(topic));
         protocol::wire_writer writer;
         messages::encode(request, info_.produce_version, writer);
@@ -453,6 +440,35 @@ void offset_store::send_write(int32_t partition, std::shared_ptr<pending_write> 
                  on_written(partition, pending, response, error);
              });
     });
+}
+
+std::vector<std::byte> offset_store::encode_records(const std::vector<store_record>& records,
+                                                   const protocol::batch_fields& fields, bool& ok) const {
+    std::vector<std::vector<std::byte>> keys;
+    std::vector<std::vector<std::byte>> values;
+    std::vector<protocol::record_input> inputs;
+    keys.reserve(records.size());
+    values.reserve(records.size());
+    for (size_t index = 0; index < records.size(); ++index) {
+        const store_record& record = records[index];
+        bool has_value = record.alias ? record.alias_value.has_value() : record.value.has_value();
+        if (record.alias) {
+            keys.push_back(encode_alias_key(*record.alias));
+            values.push_back(record.alias_value ? encode_alias_value(*record.alias_value) : std::vector<std::byte>{});
+        } else {
+            keys.push_back(encode_offset_key(record.key));
+            values.push_back(record.value ? encode_offset_value(*record.value) : std::vector<std::byte>{});
+        }
+        protocol::record_input input;
+        input.key = std::span<const std::byte>(keys.back());
+        if (has_value) input.value = std::span<const std::byte>(values.back());
+        input.offset_delta = int32_t(index);
+        inputs.push_back(std::move(input));
+    }
+    protocol::built_batch batch = protocol::build_record_batch(fields, inputs);
+    ok = batch.ok();
+    if (!ok) spdlog::error("offset store: cannot build a record batch: {}", protocol::to_string(batch.error));
+    return std::move(batch.bytes);
 }
 
 void offset_store::on_written(int32_t partition, std::shared_ptr<pending_write> pending, protocol::frame* response,
@@ -496,6 +512,178 @@ void offset_store::on_written(int32_t partition, std::shared_ptr<pending_write> 
                  info_.topic, partition, error);
     bump(server_.metrics().offset_store_failures);
     pending->done(unavailable_error);
+}
+
+void offset_store::write_in_transaction(int32_t partition, std::vector<store_record> records,
+                                        store_transaction transaction, store_done done) {
+    if (!available() || closed_ || partition < 0 || partition >= info_.partitions) {
+        post([done = std::move(done)] { done(unavailable_error); });
+        return;
+    }
+    auto write = std::make_shared<txn_write>();
+    write->partition = partition;
+    write->records = std::move(records);
+    write->transaction = std::move(transaction);
+    write->done = std::move(done);
+    if (txn_streams_.size() >= txn_streams_max) {
+        // Bounded: a forgotten producer's next write starts at sequence 0, which the broker
+        // refuses; its client aborts and bumps the epoch.
+        std::erase_if(txn_streams_, [](const auto& entry) { return !entry.second.in_flight; });
+    }
+    txn_write_stream& stream = txn_streams_[{write->transaction.producer_id, partition}];
+    if (write->transaction.producer_epoch < stream.producer_epoch) {
+        post([done = std::move(write->done)] { done(47 /* INVALID_PRODUCER_EPOCH */); });
+        return;
+    }
+    if (write->transaction.producer_epoch > stream.producer_epoch) stream = {write->transaction.producer_epoch, 0, false, false};
+    // One write of a producer's offsets in flight at a time: the client's TxnOffsetCommit
+    // waits for its answer, so a second one is a client racing itself; it retries.
+    if (stream.broken || stream.in_flight) {
+        post([done = std::move(write->done)] { done(unavailable_error); });
+        return;
+    }
+    stream.in_flight = true;
+    txn_find_coordinator(std::move(write));
+}
+
+void offset_store::txn_finish(const std::shared_ptr<txn_write>& write, int16_t error) {
+    auto found = txn_streams_.find({write->transaction.producer_id, write->partition});
+    if (found != txn_streams_.end() && found->second.producer_epoch == write->transaction.producer_epoch)
+        found->second.in_flight = false;
+    if (error != 0) {
+        spdlog::warn("offset store: writing {} offset(s) into transaction '{}' on {}-{} failed with error {}",
+                     write->records.size(), write->transaction.transactional_id, info_.topic, write->partition, error);
+        bump(server_.metrics().offset_store_failures);
+    } else {
+        bump(server_.metrics().offset_store_records_written, write->records.size());
+    }
+    write->done(error);
+}
+
+// FindCoordinator v1 (every broker from 0.11 answers it; v0 is gone from Kafka 4).
+void offset_store::txn_find_coordinator(std::shared_ptr<txn_write> write) {
+    constexpr int16_t version = 1;
+    messages::find_coordinator_request request;
+    request.key = write->transaction.transactional_id;
+    request.key_type = 1;  // transaction
+    protocol::wire_writer writer;
+    messages::encode(request, version, writer);
+    send(bootstrap_node, protocol::api_key::find_coordinator, version, writer.bytes(),
+         [this, write](protocol::frame* response, int16_t error) {
+             int32_t node = -1;
+             if (response) {
+                 auto decoded = exchange_util::decode_response<messages::find_coordinator_response>(
+                     *response, protocol::api_key::find_coordinator, version);
+                 error = decoded ? decoded->error_code : exchange_util::unknown_server_error;
+                 if (decoded) node = decoded->node_id;
+             }
+             if (error == 0 && node < 0) error = unavailable_error;
+             if (error != 0) {
+                 txn_finish(write, unavailable_error);
+                 return;
+             }
+             write->coordinator = node;
+             txn_add_partition(write);
+         });
+}
+
+void offset_store::txn_add_partition(std::shared_ptr<txn_write> write) {
+    constexpr int16_t version = 1;
+    messages::add_partitions_to_txn_request request;
+    request.transactional_id = write->transaction.transactional_id;
+    request.producer_id = write->transaction.producer_id;
+    request.producer_epoch = write->transaction.producer_epoch;
+    request.topics.push_back({info_.topic, {write->partition}});
+    protocol::wire_writer writer;
+    messages::encode(request, version, writer);
+    send(write->coordinator, 24 /* AddPartitionsToTxn */, version, writer.bytes(),
+         [this, write](protocol::frame* response, int16_t error) {
+             if (response) {
+                 auto decoded = exchange_util::decode_response<messages::add_partitions_to_txn_response>(
+                     *response, 24, version);
+                 error = exchange_util::unknown_server_error;
+                 if (decoded)
+                     for (const auto& topic : decoded->results)
+                         for (const auto& result : topic.results_by_partition)
+                             if (topic.name == info_.topic && result.partition_index == write->partition)
+                                 error = result.partition_error_code;
+             }
+             // The fencing and state errors are the client's to see; the rest it retries.
+             if (error == 47 || error == 48 || error == 90) {
+                 txn_finish(write, error);
+                 return;
+             }
+             if (error != 0) {
+                 txn_finish(write, unavailable_error);
+                 return;
+             }
+             txn_produce(write);
+         });
+}
+
+void offset_store::txn_produce(std::shared_ptr<txn_write> write) {
+    with_leaders([this, write](int16_t error) {
+        if (error != 0) {
+            txn_finish(write, error);
+            return;
+        }
+        txn_write_stream& stream = txn_streams_[{write->transaction.producer_id, write->partition}];
+        protocol::batch_fields fields;
+        fields.base_timestamp = fields.max_timestamp = wall_clock_ms();
+        fields.transactional = true;
+        fields.producer_id = write->transaction.producer_id;
+        fields.producer_epoch = write->transaction.producer_epoch;
+        fields.base_sequence = stream.next_sequence;
+        bool built = false;
+        std::vector<std::byte> batch = encode_records(write->records, fields, built);
+        if (!built) {
+            txn_finish(write, unavailable_error);
+            return;
+        }
+        messages::produce_request request;
+        request.transactional_id = write->transaction.transactional_id;
+        request.acks = -1;
+        request.timeout_ms = int32_t(std::min<uint32_t>(server_.config().kafka.request_timeout_ms, INT32_MAX));
+        messages::produce_request::topic_data_element topic;
+        topic.name = info_.topic;
+        topic.partition_data.push_back({write->partition, std::move(batch)});
+        request.topic_data.push_back(std::move(topic));
+        protocol::wire_writer writer;
+        messages::encode(request, info_.produce_version, writer);
+        send(leaders_[size_t(write->partition)], protocol::api_key::produce, info_.produce_version, writer.bytes(),
+             [this, write](protocol::frame* response, int16_t error) {
+                 if (response) {
+                     auto decoded = exchange_util::decode_response<messages::produce_response>(
+                         *response, protocol::api_key::produce, info_.produce_version);
+                     error = unavailable_error;
+                     if (decoded)
+                         for (const auto& topic : decoded->responses)
+                             for (const auto& entry : topic.partition_responses)
+                                 if (topic.name == info_.topic && entry.index == write->partition)
+                                     error = entry.error_code;
+                 }
+                 auto found = txn_streams_.find({write->transaction.producer_id, write->partition});
+                 if (found == txn_streams_.end() || found->second.producer_epoch != write->transaction.producer_epoch) {
+                     txn_finish(write, 47 /* INVALID_PRODUCER_EPOCH: a newer epoch took over */);
+                     return;
+                 }
+                 txn_write_stream& stream = found->second;
+                 if (error == 0 || error == 46 /* DUPLICATE_SEQUENCE_NUMBER: written before */) {
+                     stream.next_sequence = txn_sequence_after(stream.next_sequence, int32_t(write->records.size()));
+                     txn_finish(write, 0);
+                     return;
+                 }
+                 // The same batch at the same sequence again is deduplicated by the broker if
+                 // an earlier send did land.
+                 if (!closed_ && leader_changed(error) && ++write->attempts < attempts_max) {
+                     forget_leaders();
+                     txn_produce(write);
+                     return;
+                 }
+                 if (leader_changed(error)) stream.broken = true;  // written or not: unknown
+                 txn_finish(write, error == 47 || error == 90 ? error : unavailable_error);
+             });
+    });
 }
 
 void offset_store::init_producer_id(producer_id_done done) {

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "protocol/record_batch.h"
 #include "proxy/cluster_directory.h"
 #include "proxy/upstream_link.h"
 #include "reactor/event_loop.h"
@@ -35,6 +36,15 @@ struct store_record {
     // `alias_value` nullopt is its tombstone.
     std::optional<alias_record_key> alias;
     std::optional<alias_record_value> alias_value;
+};
+
+// A client's open transaction the proxy writes store records into (TxnOffsetCommit of
+// mapped topics, DESIGN.md section 2): they become visible with its commit marker and vanish
+// with its abort marker.
+struct store_transaction {
+    std::string transactional_id;
+    int64_t producer_id = -1;
+    int16_t producer_epoch = -1;
 };
 
 // InitProducerId's answer: 0 and the producer, or the Kafka error code.
@@ -59,6 +69,12 @@ public:
     const offset_cache& cache(int32_t partition) const { return partitions_[size_t(partition)].cache; }
     // The producer aliases recorded in a store partition, as read by the last sync.
     const alias_index& aliases(int32_t partition) const { return partitions_[size_t(partition)].aliases; }
+    // Appends the records inside the client's transaction: the store partition is added to
+    // it (AddPartitionsToTxn at the transaction coordinator) and the batch is written with the
+    // client's producer id and epoch and a sequence this core keeps per (producer, store
+    // partition). Nothing enters the cache: a later read finds the records once committed.
+    void write_in_transaction(int32_t partition, std::vector<store_record> records, store_transaction transaction,
+                              store_done done);
     // Asks any broker for a new idempotent producer id (InitProducerId, no transactional id).
     void init_producer_id(producer_id_done done);
     // Runs `task` after the current completions, never inside the caller.
@@ -83,6 +99,28 @@ private:
         store_done done;
         int attempts = 0;
     };
+    // The sequence of the proxy's own transactional writes, per (producer id, store partition).
+    struct txn_write_stream {
+        int16_t producer_epoch = -1;
+        int32_t next_sequence = 0;
+        bool in_flight = false;  // one write at a time keeps the sequence in order
+        bool broken = false;     // a write's outcome stayed unknown: this epoch cannot go on
+    };
+    struct txn_write {
+        int32_t partition = 0;
+        std::vector<store_record> records;
+        store_transaction transaction;
+        store_done done;
+        int32_t coordinator = -1;
+        int attempts = 0;
+    };
+    void txn_find_coordinator(std::shared_ptr<txn_write> write);
+    void txn_add_partition(std::shared_ptr<txn_write> write);
+    void txn_produce(std::shared_ptr<txn_write> write);
+    void txn_finish(const std::shared_ptr<txn_write>& write, int16_t error);
+    std::vector<std::byte> encode_records(const std::vector<store_record>& records, const protocol::batch_fields& fields,
+                                          bool& ok) const;
+
     struct partition_state {
         offset_cache cache;
         alias_index aliases;
@@ -120,6 +158,7 @@ private:
     std::vector<std::function<void(int16_t)>> leader_waiters_;
     std::map<int32_t, std::unique_ptr<link>> links_;  // node id -> connection; -1: bootstrap
     std::vector<std::unique_ptr<link>> retired_links_;
+    std::map<std::pair<int64_t, int32_t>, txn_write_stream> txn_streams_;
     std::vector<std::function<void()>> posted_;
     reactor::timer post_timer_;
     reactor::timer reap_timer_;

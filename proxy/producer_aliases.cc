@@ -146,7 +146,9 @@ void alias_resolver::on_second_sync(const alias_key& key, alias_producer created
     int32_t partition = pending_[key].partition;
     std::optional<alias_record_value> winner = server_.store().aliases(partition).resolve(key);
     if (!winner) {
-        // Our own candidate was acknowledged, so only a tombstone racing it can hide it.
+        // Our own candidate was acknowledged: a tombstone racing it hides it, or a client
+        // transaction open on the store partition (TxnOffsetCommit) keeps it past the last
+        // stable offset until that transaction ends. The client retries either way.
         finish(key, offset_store::unavailable_error, {});
         return;
     }

@@ -1,5 +1,8 @@
 #include "remap/offset_cache.h"
 
+#include <algorithm>
+#include <set>
+
 #include "protocol/codecs.h"
 #include "protocol/record_batch.h"
 
@@ -60,9 +63,15 @@ void offset_cache::clear() {
 }
 
 offset_cache::read_result offset_cache::apply_records(std::span<const std::byte> records_field, int64_t fetch_offset,
-                                                      alias_index* aliases) {
+                                                      alias_index* aliases, std::span<const aborted_transaction> aborted) {
     read_result result;
     int64_t next = fetch_offset;
+    std::vector<aborted_transaction> pending_aborts(aborted.begin(), aborted.end());
+    std::sort(pending_aborts.begin(), pending_aborts.end(),
+              [](const aborted_transaction& left, const aborted_transaction& right) {
+                  return left.first_offset > right.first_offset;  // the lowest last: popped first
+              });
+    std::set<int64_t> aborting;  // producers inside an aborted transaction at this point
     protocol::batch_iterator batches(records_field);
     protocol::batch_entry batch;
     while (batches.next(batch)) {
@@ -76,7 +85,17 @@ offset_cache::read_result offset_cache::apply_records(std::span<const std::byte>
         }
         protocol::record_batch_view view(batch.bytes);
         int64_t after = view.last_offset() + 1;
-        if (view.is_control() || after <= next) {
+        while (!pending_aborts.empty() && pending_aborts.back().first_offset <= view.last_offset()) {
+            aborting.insert(pending_aborts.back().producer_id);
+            pending_aborts.pop_back();
+        }
+        if (view.is_control()) {
+            // The transaction's marker ends it: the producer's later batches are another one.
+            if (view.is_transactional()) aborting.erase(view.producer_id());
+            next = std::max(next, after);
+            continue;
+        }
+        if (after <= next || (view.is_transactional() && aborting.count(view.producer_id()))) {
             next = std::max(next, after);
             continue;
         }

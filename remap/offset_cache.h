@@ -21,6 +21,12 @@
 
 namespace kpp {
 
+// One entry of a Fetch answer's aborted transactions.
+struct aborted_transaction {
+    int64_t producer_id = -1;
+    int64_t first_offset = 0;
+};
+
 class offset_cache {
 public:
     // The record at `store_offset` of the store partition: `value` nullopt is a tombstone.
@@ -46,8 +52,11 @@ public:
         std::string problem;  // why next_offset is nullopt
     };
     // Producer alias records (remap/producer_aliases.h) go to `aliases` when given.
+    // `aborted`: a read_committed Fetch answer's aborted transactions; the batches of those
+    // transactions are skipped up to each one's abort marker, as a read_committed consumer
+    // does (records past the last stable offset never come in such an answer).
     read_result apply_records(std::span<const std::byte> records_field, int64_t fetch_offset,
-                              alias_index* aliases = nullptr);
+                              alias_index* aliases = nullptr, std::span<const aborted_transaction> aborted = {});
 
 private:
     struct entry {

@@ -36,6 +36,7 @@ constexpr int16_t offset_commit_key = 8;
 constexpr int16_t offset_fetch_key = 9;
 constexpr int16_t delete_groups_key = 42;
 constexpr int16_t offset_delete_key = 47;
+constexpr int16_t txn_offset_commit_key = 28;
 constexpr int16_t group_id_not_found = 69;
 
 // The outcome of one store operation, shared between the exchange and the store's callback
@@ -85,26 +86,71 @@ std::optional<message_type> decode_answer(exchange_env& env, const protocol::fra
 // ---------------------------------------------------------------------------------------
 // OffsetCommit
 
+struct physical_commit {
+    int32_t partition = 0;
+    int64_t offset = 0;
+    std::string metadata;
+};
+
+// The physical commits of one mapped topic: for every physical partition a virtual one of
+// the request lies on, the lowest committed offset of its virtual partitions with the
+// request's entries (those without an error) applied. The metadata is the longest committed
+// on it here: the broker checks its size (offset.metadata.max.bytes) and refuses the commit
+// of p if it is too large.
+template <typename partition_type>
+std::vector<physical_commit> physical_commits(const offset_cache& cache, const std::string& group,
+                                              const std::string& topic, const topic_mapping& mapping,
+                                              const std::vector<partition_type>& partitions,
+                                              const std::vector<int16_t>& errors) {
+    std::map<int32_t, int64_t> committed;
+    cache.for_group(group, [&](const std::string& name, int32_t v, const offset_value& value) {
+        if (name == topic && v < mapping.virtual_partitions) committed[v] = value.offset;
+    });
+    std::map<int32_t, std::string> touched;
+    for (size_t i = 0; i < partitions.size(); ++i) {
+        if (errors[i] != 0) continue;
+        const auto& entry = partitions[i];
+        committed[entry.partition_index] = entry.committed_offset;
+        std::string& longest = touched[entry.partition_index % mapping.physical_partitions];
+        if (entry.committed_metadata && entry.committed_metadata->size() > longest.size())
+            longest = *entry.committed_metadata;
+    }
+    std::vector<physical_commit> out;
+    for (const auto& [p, metadata] : touched) {
+        auto offset = physical_commit_offset(committed, p, mapping.physical_partitions);
+        if (!offset) continue;  // no virtual partition of p has an offset: nothing to protect
+        out.push_back({p, *offset, metadata});
+    }
+    return out;
+}
+
+// Local errors of a request's entries: a virtual partition that does not exist.
+template <typename topics_type>
+void check_virtual_partitions(exchange_env& env, const topics_type& topics, std::vector<topic_mapping>& mappings,
+                              std::vector<std::vector<int16_t>>& errors) {
+    errors.resize(topics.size());
+    for (size_t t = 0; t < topics.size(); ++t) {
+        const auto& topic = topics[t];
+        errors[t].assign(topic.partitions.size(), 0);
+        topic_mapping mapping = env.remap.mappings.lookup(topic.name);
+        mappings.push_back(mapping);
+        if (!mapping.remapped()) continue;
+        for (size_t i = 0; i < topic.partitions.size(); ++i) {
+            int32_t v = topic.partitions[i].partition_index;
+            if (v < 0 || v >= mapping.virtual_partitions) {
+                errors[t][i] = exchange_util::unknown_topic_or_partition;
+                bump(env.metrics.partition_errors_local);
+            }
+        }
+    }
+}
+
 class offset_commit_exchange final : public request_exchange {
 public:
     offset_commit_exchange(exchange_env& env, const client_request& request, messages::offset_commit_request decoded)
         : version_(request.header.fixed.api_version), header_tail_(request.header_tail), request_(std::move(decoded)),
           store_partition_(env.server.store().partition_of(request_.group_id)) {
-        errors_.resize(request_.topics.size());
-        for (size_t t = 0; t < request_.topics.size(); ++t) {
-            const auto& topic = request_.topics[t];
-            errors_[t].assign(topic.partitions.size(), 0);
-            topic_mapping mapping = env.remap.mappings.lookup(topic.name);
-            mappings_.push_back(mapping);
-            if (!mapping.remapped()) continue;
-            for (size_t i = 0; i < topic.partitions.size(); ++i) {
-                int32_t v = topic.partitions[i].partition_index;
-                if (v < 0 || v >= mapping.virtual_partitions) {
-                    errors_[t][i] = exchange_util::unknown_topic_or_partition;
-                    bump(env.metrics.partition_errors_local);
-                }
-            }
-        }
+        check_virtual_partitions(env, request_.topics, mappings_, errors_);
         read_ = start_store(env, [&](store_done done) { env.server.store().sync(store_partition_, std::move(done)); });
     }
 
@@ -165,33 +211,17 @@ private:
                 physical.topics.push_back(topic);
                 continue;
             }
-            std::map<int32_t, int64_t> committed;
-            cache.for_group(request_.group_id, [&](const std::string& name, int32_t v, const offset_value& value) {
-                if (name == topic.name && v < mappings_[t].virtual_partitions) committed[v] = value.offset;
-            });
-            // p -> the longest metadata committed on it here: the broker checks its size
-            // (offset.metadata.max.bytes) and refuses the commit of p if it is too large.
-            std::map<int32_t, std::string> touched;
-            for (size_t i = 0; i < topic.partitions.size(); ++i) {
-                if (errors_[t][i] != 0) continue;
-                const auto& entry = topic.partitions[i];
-                committed[entry.partition_index] = entry.committed_offset;
-                std::string& longest = touched[entry.partition_index % mappings_[t].physical_partitions];
-                if (entry.committed_metadata && entry.committed_metadata->size() > longest.size())
-                    longest = *entry.committed_metadata;
-            }
             messages::offset_commit_request::topics_element out;
             out.name = topic.name;
-            for (const auto& [p, metadata] : touched) {
-                auto offset = physical_commit_offset(committed, p, mappings_[t].physical_partitions);
-                if (!offset) continue;  // no virtual partition of p has an offset: nothing to protect
+            for (const physical_commit& commit :
+                 physical_commits(cache, request_.group_id, topic.name, mappings_[t], topic.partitions, errors_[t])) {
                 messages::offset_commit_request::topics_element::partitions_element entry;
-                entry.partition_index = p;
-                entry.committed_offset = *offset;
+                entry.partition_index = commit.partition;
+                entry.committed_offset = commit.offset;
                 entry.committed_leader_epoch = -1;
-                entry.committed_metadata = metadata;
+                entry.committed_metadata = commit.metadata;
                 out.partitions.push_back(std::move(entry));
-                physically_committed_.insert({t, p});
+                physically_committed_.insert({t, commit.partition});
             }
             if (!out.partitions.empty()) physical.topics.push_back(std::move(out));
         }
@@ -251,6 +281,156 @@ private:
     std::vector<std::vector<int16_t>> errors_;  // per request topic and partition
     std::set<std::pair<size_t, int32_t>> physically_committed_;  // (topic index, p)
     std::vector<std::pair<size_t, size_t>> written_;
+    std::shared_ptr<store_cell> read_;
+    std::shared_ptr<store_cell> write_;
+    stage stage_ = stage::reading;
+    int32_t throttle_ms_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------
+// TxnOffsetCommit
+
+// TxnOffsetCommit naming mapped topics (DESIGN.md section 2, "Transactional producers"): the
+// group's store partition is read to its end, the virtual offsets are written to it inside
+// the client's transaction (the proxy adds the store partition to the transaction and
+// produces with the client's producer id and epoch), then the physical minimum goes to the
+// group coordinator in the client's TxnOffsetCommit. The commit or abort marker of the
+// client's EndTxn makes both visible or discards both.
+class txn_offset_commit_exchange final : public request_exchange {
+public:
+    txn_offset_commit_exchange(exchange_env& env, const client_request& request,
+                               messages::txn_offset_commit_request decoded)
+        : version_(request.header.fixed.api_version), header_tail_(request.header_tail), request_(std::move(decoded)),
+          store_partition_(env.server.store().partition_of(request_.group_id)) {
+        check_virtual_partitions(env, request_.topics, mappings_, errors_);
+        read_ = start_store(env, [&](store_done done) { env.server.store().sync(store_partition_, std::move(done)); });
+    }
+
+    bool on_event(exchange_env& env) override {
+        if (stage_ == stage::reading) {
+            if (!read_->done) return false;
+            if (read_->error != 0) return answer_all(read_->error);
+            return write_virtual(env);
+        }
+        if (stage_ == stage::writing) {
+            if (!write_->done) return false;
+            // Nothing of the client's offsets may count without the virtual ones: the client
+            // retries or aborts.
+            if (write_->error != 0) return answer_all(write_->error);
+            return commit_physical(env);
+        }
+        return false;
+    }
+
+    bool on_response(exchange_env& env, protocol::frame&& response) override {
+        auto decoded = decode_answer<messages::txn_offset_commit_response>(env, response, txn_offset_commit_key, version_);
+        if (!decoded) return answer_all(exchange_util::unknown_server_error);
+        throttle_ms_ = decoded->throttle_time_ms;
+        auto physical_error = [&](const std::string& name, int32_t partition) -> int16_t {
+            for (const auto& topic : decoded->topics)
+                if (topic.name == name)
+                    for (const auto& entry : topic.partitions)
+                        if (entry.partition_index == partition) return entry.error_code;
+            return exchange_util::unknown_server_error;
+        };
+        for (size_t t = 0; t < request_.topics.size(); ++t) {
+            const auto& topic = request_.topics[t];
+            for (size_t i = 0; i < topic.partitions.size(); ++i) {
+                if (errors_[t][i] != 0) continue;
+                int32_t partition = topic.partitions[i].partition_index;
+                if (!mappings_[t].remapped())
+                    errors_[t][i] = physical_error(topic.name, partition);
+                else if (physically_committed_.count({t, partition % mappings_[t].physical_partitions}))
+                    errors_[t][i] = physical_error(topic.name, partition % mappings_[t].physical_partitions);
+            }
+        }
+        return finish();
+    }
+
+private:
+    enum class stage { reading, writing, committing };
+
+    bool write_virtual(exchange_env& env) {
+        std::vector<store_record> records;
+        int64_t now_ms = offset_store::wall_clock_ms();
+        for (size_t t = 0; t < request_.topics.size(); ++t) {
+            if (!mappings_[t].remapped()) continue;
+            const auto& topic = request_.topics[t];
+            for (size_t i = 0; i < topic.partitions.size(); ++i) {
+                if (errors_[t][i] != 0) continue;
+                const auto& entry = topic.partitions[i];
+                offset_value value{entry.committed_offset, entry.committed_leader_epoch, entry.committed_metadata, now_ms};
+                records.push_back({{request_.group_id, topic.name, entry.partition_index}, std::move(value)});
+            }
+        }
+        if (records.empty()) return commit_physical(env);
+        stage_ = stage::writing;
+        store_transaction transaction{request_.transactional_id, request_.producer_id, request_.producer_epoch};
+        write_ = start_store(env, [&](store_done done) {
+            env.server.store().write_in_transaction(store_partition_, std::move(records), std::move(transaction),
+                                                    std::move(done));
+        });
+        return false;
+    }
+
+    bool commit_physical(exchange_env& env) {
+        stage_ = stage::committing;
+        const offset_cache& cache = env.server.store().cache(store_partition_);
+        messages::txn_offset_commit_request physical = request_;
+        physical.topics.clear();
+        for (size_t t = 0; t < request_.topics.size(); ++t) {
+            const auto& topic = request_.topics[t];
+            if (!mappings_[t].remapped()) {
+                physical.topics.push_back(topic);
+                continue;
+            }
+            messages::txn_offset_commit_request::topics_element out;
+            out.name = topic.name;
+            for (const physical_commit& commit :
+                 physical_commits(cache, request_.group_id, topic.name, mappings_[t], topic.partitions, errors_[t])) {
+                messages::txn_offset_commit_request::topics_element::partitions_element entry;
+                entry.partition_index = commit.partition;
+                entry.committed_offset = commit.offset;
+                entry.committed_leader_epoch = -1;
+                entry.committed_metadata = commit.metadata;
+                out.partitions.push_back(std::move(entry));
+                physically_committed_.insert({t, commit.partition});
+            }
+            if (!out.partitions.empty()) physical.topics.push_back(std::move(out));
+        }
+        if (physical.topics.empty()) return finish();
+        send_message(env, header_tail_, txn_offset_commit_key, version_, physical);
+        return false;
+    }
+
+    bool answer_all(int16_t error) {
+        for (auto& topic : errors_)
+            for (auto& entry : topic)
+                if (entry == 0) entry = error;
+        return finish();
+    }
+
+    bool finish() {
+        messages::txn_offset_commit_response out;
+        out.throttle_time_ms = throttle_ms_;
+        for (size_t t = 0; t < request_.topics.size(); ++t) {
+            messages::txn_offset_commit_response::topics_element topic;
+            topic.name = request_.topics[t].name;
+            for (size_t i = 0; i < request_.topics[t].partitions.size(); ++i)
+                topic.partitions.push_back({request_.topics[t].partitions[i].partition_index, errors_[t][i]});
+            out.topics.push_back(std::move(topic));
+        }
+        answer = encode_response(txn_offset_commit_key, version_, out);
+        return true;
+    }
+
+    int16_t version_;
+    byte_slice header_tail_;
+    messages::txn_offset_commit_request request_;
+    int32_t store_partition_;
+    std::vector<topic_mapping> mappings_;
+    std::vector<std::vector<int16_t>> errors_;
+    std::set<std::pair<size_t, int32_t>> physically_committed_;
     std::shared_ptr<store_cell> read_;
     std::shared_ptr<store_cell> write_;
     stage stage_ = stage::reading;
@@ -635,6 +815,16 @@ exchange_start start_offset_commit(exchange_env& env, const client_request& requ
     for (const auto& topic : decoded.topics) any_mapped |= env.remap.mappings.lookup(topic.name).remapped();
     if (!any_mapped || !store_ready(env)) return {};
     return pending<offset_commit_exchange>(env, request, std::move(decoded));
+}
+
+exchange_start start_txn_offset_commit(exchange_env& env, const client_request& request) {
+    messages::txn_offset_commit_request decoded;
+    if (messages::decode(decoded, request.header.fixed.api_version, request.body()) != protocol::wire_error::none)
+        return {};
+    bool any_mapped = false;
+    for (const auto& topic : decoded.topics) any_mapped |= env.remap.mappings.lookup(topic.name).remapped();
+    if (!any_mapped || !store_ready(env)) return {};
+    return pending<txn_offset_commit_exchange>(env, request, std::move(decoded));
 }
 
 exchange_start start_offset_fetch(exchange_env& env, const client_request& request) {

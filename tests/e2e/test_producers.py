@@ -275,15 +275,6 @@ def upstream_writes_markers(endpoint, topic: str, physical: int) -> bool:
                                                             partition))
 
 
-# TxnOffsetCommit of mapped topics needs the virtual offsets kept by the proxy inside the
-# client's transaction (issue 12); until then the transformer's restart cannot resume. Not
-# run until then (it would only wait out its timeouts); remove the mark with the change
-# that makes it pass.
-TRANSACTIONS_NOT_MAPPED = pytest.mark.xfail(
-    not tb.direct_mode(), run=False, strict=True,
-    reason="TxnOffsetCommit of mapped topics does not keep virtual offsets yet (issue 12)")
-
-
 @pytest.mark.parametrize("client", ["confluent", "kafkajs", "rdkafka"])
 def test_transactions_committed_and_aborted(client, vendpoint):
     """Six transactions cut from the records of every virtual partition in round order, every
@@ -420,7 +411,6 @@ def transformer_lines(log_dir: Path, name: str) -> list[dict]:
     "TxnOffsetCommit without storing it, so the group has no committed offsets and the "
     "restart re-reads the input from the beginning (measured on the 2.0.2 mock: 9 of 15 "
     "transactions committed before the kill, then all 300 inputs again: 480 outputs)"))
-@TRANSACTIONS_NOT_MAPPED
 def test_transformer_exactly_once_across_a_kill(vproxy202, log_dir):
     """tools/eos_transformer.py reads a mapped input topic as a group (read_committed) and
     writes "out-" + value to the same virtual partition of a mapped output topic in

@@ -16,7 +16,8 @@ struct written {
 
 // A batch at `base_offset` as a broker would return it from the store topic.
 std::vector<std::byte> store_batch(int64_t base_offset, const std::vector<written>& records,
-                                   protocol::codec compression = protocol::codec::none, bool control = false) {
+                                   protocol::codec compression = protocol::codec::none, bool control = false,
+                                   int64_t transactional_producer = -1) {
     std::vector<std::vector<std::byte>> keys, values;
     std::vector<protocol::record_input> inputs;
     keys.reserve(records.size());
@@ -34,9 +35,19 @@ std::vector<std::byte> store_batch(int64_t base_offset, const std::vector<writte
     fields.base_offset = base_offset;
     fields.compression = compression;
     fields.control = control;
+    if (transactional_producer >= 0) {
+        fields.transactional = true;
+        fields.producer_id = transactional_producer;
+        fields.producer_epoch = 0;
+        fields.base_sequence = 0;
+    }
     auto built = protocol::build_record_batch(fields, inputs);
     EXPECT_TRUE(built.ok());
     return built.bytes;
+}
+
+void append(std::vector<std::byte>& field, const std::vector<std::byte>& batch) {
+    field.insert(field.end(), batch.begin(), batch.end());
 }
 
 offset_value at(int64_t offset, std::string metadata = "") { return {offset, 3, metadata, 1795000000000}; }
@@ -104,6 +115,38 @@ TEST(offset_cache, applies_store_records_of_every_codec_and_skips_control_batche
         EXPECT_EQ(cache.find("g", "t", 2)->offset, 6);
         EXPECT_EQ(cache.find("g", "t", 3)->offset, 8);
     }
+}
+
+// TxnOffsetCommit records are written inside the client's transaction; a read_committed
+// answer lists the aborted ones, whose records must not count, up to their abort marker.
+TEST(offset_cache, batches_of_aborted_transactions_are_skipped_up_to_their_marker) {
+    offset_cache cache;
+    std::vector<std::byte> field;
+    append(field, store_batch(10, {{{"g", "t", 1}, at(5)}}));                                    // plain commit
+    append(field, store_batch(11, {{{"g", "t", 1}, at(50)}}, protocol::codec::none, false, 7));  // aborted txn of 7
+    append(field, store_batch(12, {{{"g", "t", 2}, at(60)}}, protocol::codec::none, false, 8));  // committed txn of 8
+    append(field, store_batch(13, {{{"g", "t", 3}, at(0)}}, protocol::codec::none, true, 7));    // 7's abort marker
+    append(field, store_batch(14, {{{"g", "t", 3}, at(0)}}, protocol::codec::none, true, 8));    // 8's commit marker
+    append(field, store_batch(15, {{{"g", "t", 1}, at(70)}}, protocol::codec::none, false, 7));  // 7's next txn
+    std::vector<aborted_transaction> aborted{{7, 11}};
+    auto result = cache.apply_records(field, 10, nullptr, aborted);
+    ASSERT_TRUE(result.next_offset) << result.problem;
+    EXPECT_EQ(*result.next_offset, 16);
+    EXPECT_EQ(result.applied, 3u);
+    ASSERT_NE(cache.find("g", "t", 1), nullptr);
+    EXPECT_EQ(cache.find("g", "t", 1)->offset, 70);
+    EXPECT_EQ(cache.find("g", "t", 2)->offset, 60);
+    EXPECT_EQ(cache.find("g", "t", 3), nullptr);
+
+    // Without the abort listed, 7's first transaction counts (read_uncommitted).
+    offset_cache uncommitted;
+    std::vector<std::byte> first(field.begin(), field.begin() + ptrdiff_t(store_batch(10, {{{"g", "t", 1}, at(5)}}).size()));
+    append(first, store_batch(11, {{{"g", "t", 1}, at(50)}}, protocol::codec::none, false, 7));
+    ASSERT_TRUE(uncommitted.apply_records(first, 10).next_offset);
+    EXPECT_EQ(uncommitted.find("g", "t", 1)->offset, 50);
+    offset_cache committed;
+    ASSERT_TRUE(committed.apply_records(first, 10, nullptr, aborted).next_offset);
+    EXPECT_EQ(committed.find("g", "t", 1)->offset, 5);
 }
 
 TEST(offset_cache, records_before_the_fetch_offset_and_cut_tails_are_not_applied) {
