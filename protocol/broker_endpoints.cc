@@ -117,6 +117,64 @@ rewrite_result rewrite_endpoints(std::span<const std::byte> response, int16_t ap
     return result;
 }
 
+
+// Features the proxy does not offer whatever the brokers finalized: transaction.version 2 is
+// transactions v2 (KIP-890), whose Produce v12 adds partitions to a transaction implicitly,
+// bypassing the AddPartitionsToTxn mapping and the proxy's transactional sequence state.
+bool withheld_feature(std::string_view name) { return name == "transaction.version"; }
+
+// Reads an ApiVersions response's tagged fields (SupportedFeatures = 0, FinalizedFeatures =
+// 2) and re-encodes them without the withheld features; nullopt when none was there.
+std::optional<std::vector<std::byte>> without_withheld_features(wire_reader& reader) {
+    uint32_t count = reader.read_unsigned_varint();
+    wire_writer out;
+    out.write_unsigned_varint(count);
+    bool changed = false;
+    for (uint32_t index = 0; index < count && reader.ok(); ++index) {
+        uint32_t tag = reader.read_unsigned_varint();
+        uint32_t size = reader.read_unsigned_varint();
+        size_t start = reader.position();
+        if (!reader.ok() || size > reader.remaining()) {
+            reader.skip(size);  // fails the reader
+            return std::nullopt;
+        }
+        out.write_unsigned_varint(tag);
+        if (tag != 0 && tag != 2) {
+            out.write_unsigned_varint(size);
+            out.write_raw(std::span<const std::byte>(reader.data() + start, size));
+            reader.skip(size);
+            continue;
+        }
+        // Both arrays: name (compact string), two int16 levels, tagged fields.
+        wire_writer field;
+        int32_t features = reader.read_array_length(true, false, 6);
+        std::vector<std::vector<std::byte>> kept;
+        for (int32_t feature = 0; feature < features && reader.ok(); ++feature) {
+            size_t feature_start = reader.position();
+            auto name = reader.read_string(true, false).value_or(std::string_view{});
+            reader.read_int16();
+            reader.read_int16();
+            reader.skip_tagged_fields();
+            if (!reader.ok()) return std::nullopt;
+            if (withheld_feature(name)) {
+                changed = true;
+                continue;
+            }
+            kept.emplace_back(reader.data() + feature_start, reader.data() + reader.position());
+        }
+        if (!reader.ok() || reader.position() != start + size) {
+            if (reader.ok()) reader.skip(reader.remaining() + 1);  // a field longer than its size says
+            return std::nullopt;
+        }
+        field.write_array_length(int32_t(kept.size()), true);
+        for (const auto& bytes : kept) field.write_raw(bytes);
+        out.write_unsigned_varint(uint32_t(field.size()));
+        out.write_raw(field.bytes());
+    }
+    if (!reader.ok() || !changed) return std::nullopt;
+    return std::move(out.bytes());
+}
+
 }  // namespace
 
 rewrite_result rewrite_metadata_response(std::span<const std::byte> response, int16_t version,
@@ -178,11 +236,23 @@ api_versions_result rewrite_api_versions_response(std::span<const std::byte> res
         result.error = reader.error();
         return result;
     }
+    size_t array_end = reader.position();
     wire_writer array;
     array.write_array_length(kept, body_flexible);
     array.write_raw(entries.bytes());
     splice_builder splice(response);
-    splice.replace(array_offset, reader.position() - array_offset, array.bytes());
+    splice.replace(array_offset, array_end - array_offset, array.bytes());
+    // v3+: the features after the throttle time, as tagged fields.
+    if (body_flexible) {
+        reader.read_int32();  // throttle_time_ms
+        size_t tags_offset = reader.position();
+        std::optional<std::vector<std::byte>> tags = without_withheld_features(reader);
+        if (!reader.ok()) {
+            result.error = reader.error();
+            return result;
+        }
+        if (tags) splice.replace(tags_offset, reader.position() - tags_offset, *tags);
+    }
     result.message = splice.finish();
     return result;
 }

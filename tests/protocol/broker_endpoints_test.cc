@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <tuple>
+
+#include <map>
+
 #include <string>
 #include <vector>
 
@@ -280,6 +284,84 @@ TEST(api_versions, ranges_are_intersected_and_unknown_keys_kept) {
             {1000, 2, 5}};  // an unknown key passes through
         EXPECT_EQ(entries, expected) << "v" << version;
     }
+}
+
+// The features of a v3+ answer: SupportedFeatures (tag 0), FinalizedFeaturesEpoch (tag 1),
+// FinalizedFeatures (tag 2), each feature a name and two int16 levels.
+using feature_list = std::vector<std::tuple<std::string, int16_t, int16_t>>;
+
+std::vector<std::byte> features_field(const feature_list& features) {
+    wire_writer field;
+    field.write_array_length(int32_t(features.size()), true);
+    for (const auto& [name, first, second] : features) {
+        field.write_string(name, true);
+        field.write_int16(first);
+        field.write_int16(second);
+        field.write_empty_tagged_fields();
+    }
+    return field.bytes();
+}
+
+std::map<uint32_t, std::vector<std::byte>> tags_of(const std::vector<std::byte>& message) {
+    wire_reader reader(message);
+    reader.read_int32();
+    reader.read_int16();
+    int32_t count = reader.read_array_length(true, false);
+    for (int32_t i = 0; i < count; ++i) {
+        reader.skip(6);
+        reader.skip_tagged_fields();
+    }
+    reader.read_int32();
+    std::map<uint32_t, std::vector<std::byte>> tags;
+    uint32_t tag_count = reader.read_unsigned_varint();
+    for (uint32_t i = 0; i < tag_count; ++i) {
+        uint32_t tag = reader.read_unsigned_varint();
+        uint32_t size = reader.read_unsigned_varint();
+        tags[tag].assign(reader.data() + reader.position(), reader.data() + reader.position() + size);
+        reader.skip(size);
+    }
+    EXPECT_TRUE(reader.ok());
+    EXPECT_EQ(reader.remaining(), 0u);
+    return tags;
+}
+
+// Transactions v2 (KIP-890) is not offered through the proxy: a client that saw
+// transaction.version 2 finalized would add partitions implicitly with Produce v12.
+TEST(api_versions, transaction_version_feature_is_not_offered) {
+    wire_writer writer;
+    writer.write_int32(1);
+    writer.write_int16(0);
+    writer.write_array_length(1, true);
+    writer.write_int16(0);
+    writer.write_int16(0);
+    writer.write_int16(12);
+    writer.write_empty_tagged_fields();
+    writer.write_int32(0);  // throttle
+    auto supported = features_field({{"transaction.version", 0, 2}, {"metadata.version", 1, 25}});
+    wire_writer epoch;
+    epoch.write_int64(77);
+    auto finalized = features_field({{"group.version", 1, 1}, {"transaction.version", 2, 2}});
+    writer.write_unsigned_varint(3);
+    for (auto& [tag, bytes] : std::vector<std::pair<uint32_t, std::vector<std::byte>>>{
+             {0, supported}, {1, epoch.bytes()}, {2, finalized}}) {
+        writer.write_unsigned_varint(tag);
+        writer.write_unsigned_varint(uint32_t(bytes.size()));
+        writer.write_raw(bytes);
+    }
+    auto result = rewrite_api_versions_response(writer.bytes(), 3, nullptr);
+    ASSERT_EQ(result.error, wire_error::none);
+    EXPECT_EQ(decode_api_versions(result.message, true), (std::vector<std::array<int16_t, 3>>{{0, 0, 11}}));
+    auto tags = tags_of(result.message);
+    EXPECT_EQ(tags[0], features_field({{"metadata.version", 1, 25}}));
+    EXPECT_EQ(tags[1], epoch.bytes());
+    EXPECT_EQ(tags[2], features_field({{"group.version", 1, 1}}));
+
+    // Without the feature the tagged fields pass unchanged; a lying size is an error.
+    auto plain = api_versions_response(3, 0, {{0, 0, 11}});
+    EXPECT_EQ(rewrite_api_versions_response(plain, 3, nullptr).message, plain);
+    auto lying = writer.bytes();
+    lying.pop_back();
+    EXPECT_NE(rewrite_api_versions_response(lying, 3, nullptr).error, wire_error::none);
 }
 
 TEST(api_versions, withheld_and_empty_intersections_are_dropped) {
