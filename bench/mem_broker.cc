@@ -28,7 +28,11 @@
 //                  sequences of one of the 5 is a duplicate, answered NONE with the original
 //                  base offset and not appended, else it must start at last sequence + 1
 //                  (INT32_MAX is followed by 0), else 45. A producer with no state accepts
-//                  any sequence (KIP-360). No transaction coordinator: only these rules.
+//                  any sequence (KIP-360). No transaction coordinator: only these rules,
+//                  and a transactional batch opens a transaction on the partition that a
+//                  control batch of the producer (a marker a test writes as the coordinator
+//                  would) ends. DescribeProducers v0 answers this state (last sequence,
+//                  epoch, the open transaction's first offset).
 //                  InitProducerId 0-4 is served (v2+ flexible): a new id at epoch 0, or,
 //                  asked with an id and its current epoch (v3+) or with a transactional id
 //                  seen before, the same id at epoch + 1.
@@ -50,6 +54,7 @@
 //     straight from the store; max_wait_ms/min_bytes honoured; no fetch sessions.
 //   ListOffsets 1-5: -2 is the log start, anything else the high watermark.
 //   Metadata 0-8, FindCoordinator 0-2 (node 1), InitProducerId 0-1 (a counter; 0-4 strict),
+//   DescribeProducers 0 (strict only),
 //   ApiVersions 0-2 (v3+ gets UNSUPPORTED_VERSION in v0 form, so clients retry lower).
 // Anything else closes the connection with a line on stderr. Each connection has its own
 // thread, answering in order (a waiting Fetch holds the connection, as on Kafka); each
@@ -117,11 +122,13 @@ constexpr size_t request_bytes_max = 256u << 20;
 struct api_range {
     int16_t key, min, max, advertised_min, strict_max;
 };
+constexpr int16_t describe_producers_key = 61;
+// A max below min: not served (DescribeProducers only with --strict-producers).
 constexpr api_range supported_apis[] = {
     {api_key::produce, 3, 8, 0, 8},           {api_key::fetch, 4, 11, 4, 11},
     {api_key::list_offsets, 1, 5, 1, 5},      {api_key::metadata, 0, 8, 0, 8},
     {api_key::find_coordinator, 0, 2, 0, 2},  {api_key::api_versions, 0, 2, 0, 2},
-    {init_producer_id_key, 0, 1, 0, 4},
+    {init_producer_id_key, 0, 1, 0, 4},       {describe_producers_key, 0, -1, 0, 0},
 };
 
 volatile sig_atomic_t stop_signal_received = 0;
@@ -161,6 +168,7 @@ struct producer_batch {
 struct producer_state {
     int16_t epoch = -1;
     std::deque<producer_batch> batches;
+    int64_t transaction_start = -1;  // first offset of its open transaction; -1: none
 };
 
 struct partition_log {
@@ -226,6 +234,8 @@ struct producer_batch_info {
     int64_t producer_id;  // -1: none, the batch is not checked
     int16_t epoch;
     int32_t first_sequence, last_sequence;
+    bool transactional = false;
+    bool control = false;  // a transaction marker: ends the open transaction, no sequence
 };
 
 // Sequences run 0..INT32_MAX and then start again at 0.
@@ -250,10 +260,13 @@ int16_t check_records(std::span<const std::byte> field, int64_t& records, int64_
         ++by_codec[size_t(view.compression()) & 7];
         if (infos) {
             int64_t producer_id = view.producer_id() < 0 ? -1 : view.producer_id();
-            // A producer id without a sequence cannot be checked: malformed here.
-            if (producer_id >= 0 && (view.base_sequence() < 0 || view.producer_epoch() < 0)) return error_corrupt_message;
+            // A producer id without a sequence cannot be checked: malformed here (markers
+            // written by a test as the coordinator would have none).
+            if (producer_id >= 0 && !view.is_control() && (view.base_sequence() < 0 || view.producer_epoch() < 0))
+                return error_corrupt_message;
             infos->push_back({producer_id, view.producer_epoch(), view.base_sequence(),
-                              last_sequence_of(view.base_sequence(), view.last_offset_delta())});
+                              last_sequence_of(view.base_sequence(), view.last_offset_delta()),
+                              view.is_transactional(), view.is_control()});
         }
     }
     if (batches.error() != batch_error::none || batches.partial() || records == 0) return error_corrupt_message;
@@ -290,10 +303,18 @@ producer_verdict check_producer_batch(const producer_state* state, const produce
 }
 
 void record_producer_batch(producer_state& state, const producer_batch_info& batch, int64_t base_offset) {
-    if (batch.epoch != state.epoch) state.batches.clear();
+    if (batch.control) {
+        state.transaction_start = -1;
+        return;
+    }
+    if (batch.epoch != state.epoch) {
+        state.batches.clear();
+        state.transaction_start = -1;
+    }
     state.epoch = batch.epoch;
     state.batches.push_back({batch.first_sequence, batch.last_sequence, base_offset});
     if (state.batches.size() > producer_batches_cached_max) state.batches.pop_front();
+    if (batch.transactional && state.transaction_start < 0) state.transaction_start = base_offset;
 }
 
 // Checks every batch of one Produce partition entry in order, as if the earlier ones were
@@ -303,7 +324,7 @@ producer_verdict check_producer_batches(const partition_log& log, const std::vec
                                         const producer_batch_info*& decided_by) {
     std::map<int64_t, producer_state> scratch;  // states as the earlier batches left them
     for (const producer_batch_info& batch : infos) {
-        if (batch.producer_id < 0) continue;
+        if (batch.producer_id < 0 || batch.control) continue;
         const producer_state* state = nullptr;
         if (auto found = scratch.find(batch.producer_id); found != scratch.end()) {
             state = &found->second;
@@ -460,6 +481,7 @@ private:
             case api_key::metadata: ok = metadata(correlation_id, version, body); break;
             case api_key::find_coordinator: ok = find_coordinator(correlation_id, version, body); break;
             case api_key::api_versions: ok = api_versions(correlation_id, version, 0); break;
+            case describe_producers_key: ok = describe_producers(correlation_id, version, body); break;
             default: ok = init_producer_id(correlation_id, version, body); break;
         }
         if (!ok && !answer_dropped_)
@@ -474,7 +496,7 @@ private:
         msgs::api_versions_response response;
         response.error_code = error_code;
         for (const api_range& api : supported_apis)
-            response.api_keys.push_back({api.key, api.advertised_min, served_max(api)});
+            if (served_max(api) >= api.min) response.api_keys.push_back({api.key, api.advertised_min, served_max(api)});
         respond(correlation_id, response, version);
         return true;
     }
@@ -793,6 +815,39 @@ private:
         response.host = state_.config.advertise_host;
         response.port = state_.config.advertise_port;
         respond(correlation_id, response, version);
+        return true;
+    }
+
+    // --strict-producers: the producer state of each partition asked for (last sequence,
+    // epoch, the open transaction's first offset), as Kafka's DescribeProducers.
+    bool describe_producers(int32_t correlation_id, int16_t version, std::span<const std::byte> body) {
+        msgs::describe_producers_request request;
+        if (msgs::decode(request, version, body) != wire_error::none) return false;
+        msgs::describe_producers_response response;
+        for (const auto& topic : request.topics) {
+            auto& out = response.topics.emplace_back();
+            out.name = topic.name;
+            for (int32_t index : topic.partition_indexes) {
+                auto& partition = out.partitions.emplace_back();
+                partition.partition_index = index;
+                partition_log* log = state_.find(topic.name, index);
+                if (!log) {
+                    partition.error_code = error_unknown_topic_or_partition;
+                    continue;
+                }
+                std::lock_guard lock(log->mutex);
+                for (const auto& [producer_id, state] : log->producers) {
+                    auto& producer = partition.active_producers.emplace_back();
+                    producer.producer_id = producer_id;
+                    producer.producer_epoch = state.epoch;
+                    producer.last_sequence = state.batches.empty() ? -1 : state.batches.back().last_sequence;
+                    producer.last_timestamp = -1;
+                    producer.coordinator_epoch = -1;
+                    producer.current_txn_start_offset = state.transaction_start;
+                }
+            }
+        }
+        respond(correlation_id, response, version, true);  // flexible from v0
         return true;
     }
 

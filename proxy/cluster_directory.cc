@@ -198,6 +198,7 @@ offset_store_result prepare_offset_store(const proxy_config& config, const clust
             info.metadata_version = *metadata;
             info.produce_version = *produce;
             info.fetch_version = *fetch;
+            info.describe_producers_version = pick_version(ranges, 61 /* DescribeProducers */, 0, 0);
             info.partitions = store_partitions(connection, *metadata, settings.topic);
             if (info.partitions == 0) {
                 auto create = pick_version(ranges, 19 /* CreateTopics */, 0, 4);

@@ -48,6 +48,9 @@ struct offset_store_info {
     int16_t metadata_version = 1;
     int16_t produce_version = 3;
     int16_t fetch_version = 4;
+    // DescribeProducers, when the cluster offers it (Kafka 2.8+): how the Produce path learns
+    // where a transactional producer it has no state for stands on a partition.
+    std::optional<int16_t> describe_producers_version;
 };
 
 struct offset_store_result {

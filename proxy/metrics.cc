@@ -149,6 +149,10 @@ std::vector<prometheus::MetricFamily> metrics_registry::Collect() const {
     add_counter("kpp_txn_refused_total",
                 "Transactional batches refused: out of order, fenced epoch, or a stream another instance had open",
                 &shard_metrics::txn_refused);
+    add_counter("kpp_txn_takeovers_total",
+                "Open transactions met on a partition that this instance held no sequence state for (another "
+                "instance failed mid-transaction, or this one restarted): answered so that the client aborts",
+                &shard_metrics::txn_takeovers);
     families.push_back(counter_family("kpp_client_connections_total", "Client connections accepted",
                                       double(sum(shards_, &shard_metrics::client_connections_opened))));
     families.push_back(counter_family("kpp_client_connections_refused_total",

@@ -63,7 +63,8 @@ struct alignas(64) shard_metrics {
     std::atomic<uint64_t> txn_retries_answered{0};        // client retries of acknowledged batches answered from the record
     std::atomic<uint64_t> txn_resends{0};                 // batches sent again with their range after a retriable failure
     std::atomic<uint64_t> txn_held_back{0};               // batches answered retriable to keep the physical order
-    std::atomic<uint64_t> txn_refused{0};                 // batches refused (out of order, fenced, unknown stream)
+    std::atomic<uint64_t> txn_refused{0};
+    std::atomic<uint64_t> txn_takeovers{0};               // open transactions met without state (client aborts)                 // batches refused (out of order, fenced, unknown stream)
 
     void count_request(int16_t api_key) {
         size_t index = api_key < 0 ? metrics_api_keys - 1 : std::min<size_t>(size_t(api_key), metrics_api_keys - 1);

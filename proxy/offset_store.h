@@ -59,6 +59,7 @@ public:
 
     bool available() const { return info_.partitions > 0; }
     int32_t partitions() const { return info_.partitions; }
+    std::optional<int16_t> describe_producers_version() const { return info_.describe_producers_version; }
     int32_t partition_of(std::string_view group) const;
     // Reads the store partition up to its end as of now; `done` runs later (never inside
     // this call) once the cache holds every record acknowledged before the call.

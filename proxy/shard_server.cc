@@ -145,10 +145,11 @@ void shard_server::on_sweep(reactor::timer& self, void* context) {
     if (!server.stopping_) self.arm_after_ms(sweep_interval_ms, &shard_server::on_sweep, &server);
 }
 
-void shard_server::expire_transactions(int64_t now_ms) {
-    if (now_ms - transactions_expired_ms_ < 60'000) return;
-    transactions_expired_ms_ = now_ms;
-    transactions_.expire_idle(now_ms);
+void shared_txn_sequences::expire(int64_t now_ms) {
+    std::lock_guard lock(mutex_);
+    if (now_ms - expired_ms_ < 60'000) return;
+    expired_ms_ = now_ms;
+    state_.expire_idle(now_ms);
 }
 
 void shard_server::note_unknown_brokers(const std::vector<int32_t>& node_ids) {

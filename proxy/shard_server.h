@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <unordered_set>
 #include <vector>
 
@@ -25,6 +26,33 @@ namespace kpp {
 
 class client_session;
 
+// The transactional sequence state of the whole process (DESIGN.md section 2,
+// "Transactional producers"): the broker keeps one sequence per (producer, epoch, topic,
+// physical partition) whichever connection its batches come on, and a client's connections
+// land on any core (a reconnect does), so all cores share one state behind a mutex. Only
+// transactional batches of mapped topics take it.
+class shared_txn_sequences {
+public:
+    class access {
+    public:
+        access(std::mutex& mutex, txn_sequences& state) : lock_(mutex), state_(state) {}
+        txn_sequences* operator->() { return &state_; }
+        txn_sequences& operator*() { return state_; }
+
+    private:
+        std::unique_lock<std::mutex> lock_;
+        txn_sequences& state_;
+    };
+    access lock() { return access(mutex_, state_); }
+    // Forgets idle streams, at most once a minute.
+    void expire(int64_t now_ms);
+
+private:
+    std::mutex mutex_;
+    txn_sequences state_;
+    int64_t expired_ms_ = 0;
+};
+
 // State shared by all cores: immutable config, the directory snapshot (replaced whole),
 // metrics (per-shard slots), and the connection budget.
 struct proxy_runtime {
@@ -40,6 +68,7 @@ struct proxy_runtime {
     virtual_ends ends;                      // virtual high watermarks, for ListOffsets on any core
     offset_store_info store_info;           // partitions 0: no offset store (nothing is remapped)
     alias_registry aliases;                 // producer aliases resolved by any core
+    shared_txn_sequences transactions;      // transactional sequences, for every core
     std::string instance_id;                // names this process in the store's alias records
 };
 
@@ -60,11 +89,9 @@ public:
     remap_state& remap() { return remap_; }
     offset_store& store() { return *store_; }
     alias_resolver& aliases() { return *aliases_; }
-    // Physical sequences of transactional producers on mapped topics (DESIGN.md section 2):
-    // a stream lives on the core of the client connection to its partition's leader.
-    txn_sequences& transactions() { return transactions_; }
-    // Forgets idle transactional streams, at most once a minute.
-    void expire_transactions(int64_t now_ms);
+    // Physical sequences of transactional producers on mapped topics, locked for the caller.
+    shared_txn_sequences::access transactions() { return runtime_.transactions.lock(); }
+    shared_txn_sequences& shared_transactions() { return runtime_.transactions; }
     // Where a connection to `node_id` (-1: any bootstrap server) goes; false for a node the
     // directory does not list.
     bool target_for(int32_t node_id, upstream_target& target);
@@ -93,8 +120,6 @@ private:
     shard_metrics& metrics_;
     std::shared_ptr<const cluster_directory> directory_;
     remap_state remap_;
-    txn_sequences transactions_;
-    int64_t transactions_expired_ms_ = 0;
     std::unique_ptr<offset_store> store_;
     std::unique_ptr<alias_resolver> aliases_;
     std::map<uint16_t, std::unique_ptr<port_listener>> listeners_;

@@ -102,9 +102,15 @@ void txn_sequences::touch(stream_state& stream, int64_t now_ms) {
 // Keeps the key and epoch for a while, so meeting the stream again is told apart from
 // meeting a new one. forgotten_order_ may hold superseded entries; the serial tells.
 void txn_sequences::forget(stream_map::iterator stream) {
+    remember_forgotten(stream->first, stream->second.producer_epoch);
+    lru_.erase(stream->second.lru_position);
+    streams_.erase(stream);
+}
+
+void txn_sequences::remember_forgotten(const stream_id& id, int16_t producer_epoch) {
     uint64_t serial = ++forgotten_serial_;
-    forgotten_.insert_or_assign(stream->first, forgotten_stream{stream->second.producer_epoch, serial});
-    forgotten_order_.emplace_back(stream->first, serial);
+    forgotten_.insert_or_assign(id, forgotten_stream{producer_epoch, serial});
+    forgotten_order_.emplace_back(id, serial);
     while (forgotten_order_.size() > limits_.forgotten_streams_max) {
         auto oldest = forgotten_.find(forgotten_order_.front().first);
         if (oldest != forgotten_.end() && oldest->second.serial == forgotten_order_.front().second) {
@@ -112,8 +118,6 @@ void txn_sequences::forget(stream_map::iterator stream) {
         }
         forgotten_order_.pop_front();
     }
-    lru_.erase(stream->second.lru_position);
-    streams_.erase(stream);
 }
 
 txn_assignment txn_sequences::assign_in_window(stream_state& stream, int32_t virtual_partition,
@@ -247,6 +251,35 @@ std::optional<txn_batch> txn_sequences::next_to_send(const txn_stream_key& key) 
     }
     if (first_queued == nullptr || sends_outstanding >= physical_sends_in_flight_max) return std::nullopt;
     return first_queued->batch;
+}
+
+bool txn_sequences::knows(const txn_stream_key& key) const {
+    stream_id_view id{key.producer_id, key.topic, key.physical_partition};
+    if (auto found = streams_.find(id); found != streams_.end()) return found->second.producer_epoch >= key.producer_epoch;
+    if (auto gone = forgotten_.find(id); gone != forgotten_.end()) return gone->second.producer_epoch >= key.producer_epoch;
+    return false;
+}
+
+void txn_sequences::start_at(const txn_stream_key& key, int32_t next_sequence, int64_t now_ms) {
+    if (knows(key)) return;
+    stream_id_view id{key.producer_id, key.topic, key.physical_partition};
+    if (auto gone = forgotten_.find(id); gone != forgotten_.end()) forgotten_.erase(gone);
+    stream_state* stream = nullptr;
+    if (auto found = streams_.find(id); found != streams_.end()) {
+        stream = &found->second;
+        reset_to_epoch(*stream, key.producer_epoch);
+    } else {
+        stream = &create_stream(key, key.producer_epoch);
+    }
+    stream->next_physical_sequence = std::max(next_sequence, 0);
+    touch(*stream, now_ms);
+}
+
+void txn_sequences::mark_unknown(const txn_stream_key& key) {
+    if (knows(key)) return;
+    stream_id_view id{key.producer_id, key.topic, key.physical_partition};
+    if (auto found = streams_.find(id); found != streams_.end()) forget(found);
+    remember_forgotten(stream_id{key.producer_id, std::string(key.topic), key.physical_partition}, key.producer_epoch);
 }
 
 bool txn_sequences::can_send_fresh(const txn_stream_key& key) const {

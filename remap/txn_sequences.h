@@ -166,6 +166,18 @@ public:
     txn_failure on_failed(const txn_stream_key& key, int32_t physical_base_sequence, int16_t error_code,
                           bool retriable);
 
+    // Whether the proxy has (or had) state for the stream's epoch: false means the first batch
+    // of (X, E, T, p) on this instance, whose broker-side position is not known here.
+    bool knows(const txn_stream_key& key) const;
+    // What the broker said about a stream the proxy did not know (DescribeProducers): the
+    // producer has no open transaction there and its epoch's next sequence is `next_sequence`
+    // (0 when the broker has no state for it). Does nothing for a known stream.
+    void start_at(const txn_stream_key& key, int32_t next_sequence, int64_t now_ms);
+    // The producer has an open transaction there that this instance holds no state for
+    // (another instance failed mid-transaction): every batch of this epoch is answered
+    // unknown_stream, so the client aborts and moves to a new epoch. Does nothing for a
+    // known stream.
+    void mark_unknown(const txn_stream_key& key);
     // Whether a fresh batch assigned now could be sent at once: no batch of the stream waits
     // to be sent again and fewer than physical_sends_in_flight_max sends are outstanding. A
     // caller that cannot hold a batch asks this first and answers a retriable error instead
@@ -249,6 +261,7 @@ private:
     void reset_to_epoch(stream_state& stream, int16_t producer_epoch);
     void touch(stream_state& stream, int64_t now_ms);
     void forget(stream_map::iterator stream);
+    void remember_forgotten(const stream_id& id, int16_t producer_epoch);
     txn_assignment assign_in_window(stream_state& stream, int32_t virtual_partition, int32_t client_base_sequence,
                                     int32_t record_count, bool only_if_sendable);
     static bool room_for_fresh(const stream_state& stream);

@@ -16,6 +16,7 @@
 #include "protocol/segmented_reader.h"
 #include "protocol/tag_rewrite.h"
 #include "proxy/exchange.h"
+#include "proxy/exchange_messages.h"
 #include "proxy/handlers.h"
 #include "proxy/shard_server.h"
 #include "remap/produce_plan.h"
@@ -144,6 +145,12 @@ public:
     void use_aliases(std::shared_ptr<alias_answers> aliases) { aliases_ = std::move(aliases); }
 
 private:
+    // Once its turn came: asks the broker about transactional streams this instance has no
+    // state for (true: a DescribeProducers went out, its answer comes to on_response).
+    bool check_streams(exchange_env& env);
+    void apply_check(exchange_env& env, protocol::frame&& response);
+    // Leaves the session's queue and sends; true when answered without the broker.
+    bool proceed(exchange_env& env);
     produce_input input_;
     int16_t version_;
     std::vector<std::string> topic_names_;
@@ -155,7 +162,14 @@ private:
 
     std::shared_ptr<alias_answers> aliases_;  // null: nothing to patch
     bool held_ = false;
-    txn_sequences* transactions_ = nullptr;   // set once a transactional batch went out
+    bool checked_ = false;   // check_streams ran
+    bool checking_ = false;  // its DescribeProducers is in flight
+    // (topic index, physical partition) -> the transactional producers (id, epoch) asked about
+    std::map<std::pair<size_t, int32_t>, std::set<std::pair<int64_t, int16_t>>> asked_;
+    // What the broker answered DescribeProducers with for a partition, when not 0: the
+    // entries of that partition get it (the client retries).
+    std::map<std::pair<size_t, int32_t>, int16_t> check_errors_;
+    shared_txn_sequences* transactions_ = nullptr;  // set once a transactional batch went out
 };
 
 produce_exchange::~produce_exchange() {
@@ -163,7 +177,7 @@ produce_exchange::~produce_exchange() {
     for (entry_state& entry : entries_) {
         if (!entry.txn || entry.txn->settled) continue;
         txn_stream_key key{entry.txn->producer_id, entry.txn->producer_epoch, entry.txn->topic, entry.physical};
-        transactions_->on_failed(key, entry.txn->physical_base_sequence, 13 /* NETWORK_EXCEPTION */, true);
+        transactions_->lock()->on_failed(key, entry.txn->physical_base_sequence, 13 /* NETWORK_EXCEPTION */, true);
     }
 }
 
@@ -202,12 +216,13 @@ void produce_exchange::settle_transactions(exchange_env& env, size_t round, cons
         // DUPLICATE_SEQUENCE_NUMBER: written before (older brokers say so instead of
         // answering the original offset).
         if (found && (error == 0 || error == 46)) {
-            transactions_->on_acknowledged(key, entry.txn->physical_base_sequence, found->base_offset,
+            transactions_->lock()->on_acknowledged(key, entry.txn->physical_base_sequence, found->base_offset,
                                            found->log_append_time_ms, found->log_start_offset);
             continue;
         }
         bool retriable = !found || txn_error_retriable(error);
-        txn_failure failure = transactions_->on_failed(key, entry.txn->physical_base_sequence, error, retriable);
+        txn_failure failure =
+            transactions_->lock()->on_failed(key, entry.txn->physical_base_sequence, error, retriable);
         // The broker refused a range behind one that failed first: the client only has to
         // send it again, the proxy keeps its range and sends it in order.
         if (failure.effect != txn_failure_effect::poisoned && !retriable) entry.client_error = int16_t(19);
@@ -217,6 +232,13 @@ void produce_exchange::settle_transactions(exchange_env& env, size_t round, cons
 }
 
 bool produce_exchange::on_response(exchange_env& env, protocol::frame&& response) {
+    if (checking_) {
+        checking_ = false;
+        apply_check(env, std::move(response));
+        if (!proceed(env)) return false;
+        answer = build(env);
+        return true;
+    }
     size_t round = received_++;
     auto body = exchange_util::response_body(response, protocol::api_key::produce, version_);
     messages::produce_response decoded;
@@ -238,18 +260,23 @@ void produce_exchange::hold(exchange_env& env, std::shared_ptr<alias_answers> al
 }
 
 bool produce_exchange::on_event(exchange_env& env) {
-    if (!held_ || env.held_produces.empty() || env.held_produces.front() != env.sequence) return false;
+    if (!held_ || checking_ || env.held_produces.empty() || env.held_produces.front() != env.sequence) return false;
     for (const auto& [key, answer] : *aliases_)
         if (!answer) return false;
+    if (!checked_ && check_streams(env)) return false;
+    if (!proceed(env)) return false;
+    answer = build(env);
+    return true;
+}
+
+bool produce_exchange::proceed(exchange_env& env) {
     held_ = false;
     env.held_produces.pop_front();
     if (!env.held_produces.empty()) {
         // Never inside this call: the next one may complete its slot at once.
         env.server.aliases().defer(exchange_waker(env.session, env.held_produces.front()));
     }
-    if (!dispatch(env)) return false;
-    answer = build(env);
-    return true;
+    return dispatch(env);
 }
 
 std::vector<byte_slice> produce_exchange::build(exchange_env& env) {
@@ -330,9 +357,10 @@ std::optional<alias_key> alias_key_of(std::span<const std::byte> batch, int32_t 
 // retriable error, a refused one with the error a broker would give.
 std::optional<int32_t> renumber(exchange_env& env, const std::string& topic, const protocol::record_batch_view& view,
                                 entry_state& entry) {
-    txn_sequences& transactions = env.server.transactions();
     int64_t now_ms = int64_t(env.now_ns / 1'000'000);
-    env.server.expire_transactions(now_ms);
+    env.server.shared_transactions().expire(now_ms);
+    auto locked = env.server.transactions();
+    txn_sequences& transactions = *locked;
     txn_stream_key key{view.producer_id(), view.producer_epoch(), topic, entry.physical};
     txn_assignment assigned = transactions.assign(key, entry.partition, view.base_sequence(),
                                                   view.last_offset_delta() + 1, now_ms, true);
@@ -452,7 +480,7 @@ bool tag_records(exchange_env& env, const byte_slice& whole, const partition_vie
             if (entry.txn) {
                 // Its range was taken and cannot be sent: the stream cannot go on without a gap.
                 txn_stream_key key{entry.txn->producer_id, entry.txn->producer_epoch, entry.txn->topic, entry.physical};
-                env.server.transactions().on_failed(key, entry.txn->physical_base_sequence, entry.local_error, false);
+                env.server.transactions()->on_failed(key, entry.txn->physical_base_sequence, entry.local_error, false);
                 entry.txn.reset();
             }
             return false;
@@ -560,6 +588,120 @@ bool produce_names_mapped_topic(const remap_state& remap, const protocol::frame&
     return false;
 }
 
+// The transactional streams of the request this instance has no state for, by (topic index,
+// physical partition): their first batch here needs the broker's view first (DESIGN.md
+// section 2: an instance that meets an open transaction it holds no state for makes the
+// client abort; it never guesses a sequence).
+std::map<std::pair<size_t, int32_t>, std::set<std::pair<int64_t, int16_t>>> unknown_streams(
+    exchange_env& env, const produce_input& input, const std::vector<std::string>& topic_names,
+    const std::vector<entry_state>& entries) {
+    std::map<std::pair<size_t, int32_t>, std::set<std::pair<int64_t, int16_t>>> unknown;
+    if (input.view.acks == 0) return unknown;
+    for (const auto& round : input.plan.rounds)
+        for (const planned_entry& planned : round) {
+            const partition_view& partition = *input.partitions[planned.entry_index];
+            if (!planned.tag || partition.records_null) continue;
+            const entry_state& entry = entries[planned.entry_index];
+            auto field = input.whole.span().subspan(partition.records_at, partition.records_bytes);
+            protocol::batch_iterator batches(field);
+            protocol::batch_entry batch;
+            while (batches.next(batch)) {
+                if (batch.magic != 2 || protocol::validate_batch_header(batch.bytes) != protocol::batch_error::none)
+                    continue;
+                protocol::record_batch_view view(batch.bytes);
+                if (!view.is_transactional() || view.is_control() || view.producer_id() < 0) continue;
+                txn_stream_key key{view.producer_id(), view.producer_epoch(), topic_names[entry.topic],
+                                   planned.physical_partition};
+                if (!env.server.transactions()->knows(key))
+                    unknown[{entry.topic, planned.physical_partition}].insert({view.producer_id(), view.producer_epoch()});
+            }
+        }
+    return unknown;
+}
+
+bool produce_exchange::check_streams(exchange_env& env) {
+    checked_ = true;
+    auto version = env.server.store().describe_producers_version();
+    if (!version) return false;
+    asked_ = unknown_streams(env, input_, topic_names_, entries_);
+    if (asked_.empty()) return false;
+    messages::describe_producers_request request;
+    std::map<size_t, size_t> slot;
+    for (const auto& [where, producers] : asked_) {
+        auto found = slot.find(where.first);
+        if (found == slot.end()) {
+            found = slot.emplace(where.first, request.topics.size()).first;
+            request.topics.emplace_back().name = topic_names_[where.first];
+        }
+        request.topics[found->second].partition_indexes.push_back(where.second);
+    }
+    // DescribeProducers is flexible from v0: its header carries tagged fields, which the
+    // header of a Produce below v9 does not have.
+    byte_slice header_tail = input_.header_tail;
+    if (version_ < 9) {
+        std::vector<std::byte> tail(header_tail.span().begin(), header_tail.span().end());
+        tail.push_back(std::byte{0});
+        uint32_t length = uint32_t(tail.size());
+        header_tail = byte_slice{reactor::shared_bytes::copy_of(tail), 0, length};
+    }
+    exchange_util::send_message(env, header_tail, 61 /* DescribeProducers */, *version, request);
+    checking_ = true;
+    return true;
+}
+
+void produce_exchange::apply_check(exchange_env& env, protocol::frame&& response) {
+    auto version = env.server.store().describe_producers_version();
+    auto decoded = exchange_util::decode_response<messages::describe_producers_response>(response, 61, *version);
+    int64_t now_ms = int64_t(env.now_ns / 1'000'000);
+    auto locked = env.server.transactions();
+    txn_sequences& transactions = *locked;
+    for (const auto& [where, producers] : asked_) {
+        const messages::describe_producers_response::topics_element::partitions_element* answered = nullptr;
+        if (decoded)
+            for (const auto& topic : decoded->topics)
+                if (topic.name == topic_names_[where.first])
+                    for (const auto& partition : topic.partitions)
+                        if (partition.partition_index == where.second) answered = &partition;
+        if (answered && answered->error_code == 29 /* TOPIC_AUTHORIZATION_FAILED */) {
+            // DescribeProducers needs READ on the topic, which a producer's principal often
+            // lacks: without the broker's view the ranges start at 0 (README: the residual risk).
+            spdlog::warn("DescribeProducers of {}-{} is not authorized for {}: transactional ranges there start at 0 "
+                         "without the broker's view of the producer",
+                         topic_names_[where.first], where.second, env.peer);
+            for (const auto& [producer_id, producer_epoch] : producers)
+                transactions.start_at({producer_id, producer_epoch, topic_names_[where.first], where.second}, 0,
+                                      now_ms);
+            continue;
+        }
+        if (!answered || answered->error_code != 0) {
+            // Retriable for the client (NOT_LEADER_OR_FOLLOWER and the like come through).
+            int16_t error = answered ? answered->error_code : int16_t(txn_sequences::error_not_enough_replicas);
+            check_errors_[where] = error;
+            spdlog::warn("DescribeProducers of {}-{} for a transactional producer answered error {} to {}",
+                         topic_names_[where.first], where.second, error, env.peer);
+            continue;
+        }
+        for (const auto& [producer_id, producer_epoch] : producers) {
+            txn_stream_key key{producer_id, producer_epoch, topic_names_[where.first], where.second};
+            const auto* state = static_cast<const messages::describe_producers_response::topics_element::
+                                                partitions_element::active_producers_element*>(nullptr);
+            for (const auto& producer : answered->active_producers)
+                if (producer.producer_id == producer_id) state = &producer;
+            if (state && state->producer_epoch == producer_epoch && state->current_txn_start_offset >= 0) {
+                transactions.mark_unknown(key);
+                bump(env.metrics.txn_takeovers);
+                spdlog::warn("producer {} epoch {} has an open transaction on {}-{} that this proxy instance holds no "
+                             "sequence state for: its batches are refused so that the client aborts and retries",
+                             producer_id, producer_epoch, topic_names_[where.first], where.second);
+            } else if (state && state->producer_epoch == producer_epoch) {
+                transactions.start_at(key, txn_sequence_after(state->last_sequence, 1), now_ms);
+            } else {
+                transactions.start_at(key, 0, now_ms);  // the broker has no state for this epoch
+            }
+        }
+    }
+}
+
 bool produce_exchange::dispatch(exchange_env& env) {
     std::vector<std::vector<entry_state*>> rounds;
     for (const auto& round : input_.plan.rounds) {
@@ -569,6 +711,13 @@ bool produce_exchange::dispatch(exchange_env& env) {
             const partition_view& partition = *input_.partitions[planned.entry_index];
             entry.physical = planned.physical_partition;
             entry.records_null = partition.records_null;
+            if (auto failed = check_errors_.find({entry.topic, entry.physical}); failed != check_errors_.end()) {
+                entry.local_error = failed->second;
+                entry.local_message = "the proxy could not learn this transactional producer's position on the "
+                                      "partition; retry";
+                bump(env.metrics.partition_errors_local);
+                continue;
+            }
             if (!partition.records_null) {
                 if (planned.tag) {
                     int32_t physical_partitions = env.remap.mappings.lookup(topic_names_[entry.topic]).physical_partitions;
@@ -577,7 +726,7 @@ bool produce_exchange::dispatch(exchange_env& env) {
                         if (!entry.local_result) bump(env.metrics.partition_errors_local);
                         continue;
                     }
-                    if (entry.txn) transactions_ = &env.server.transactions();
+                    if (entry.txn) transactions_ = &env.server.shared_transactions();
                 } else {
                     entry.records.push_back(byte_slice{input_.whole.owner,
                                                        uint32_t(input_.whole.offset + partition.records_at),
@@ -668,8 +817,10 @@ exchange_start start_produce(exchange_env& env, const client_request& request) {
         }
     }
     bool expects_response = input.view.acks != 0;
+    bool needs_check = env.server.store().describe_producers_version().has_value() &&
+                       !unknown_streams(env, input, topic_names, entries).empty();
     auto exchange = std::make_unique<produce_exchange>(std::move(input), std::move(topic_names), std::move(entries));
-    if (!all_known || (expects_response && !env.held_produces.empty())) {
+    if (!all_known || needs_check || (expects_response && !env.held_produces.empty())) {
         exchange->hold(env, aliases);
         exchange_waker wake(env);
         for (auto& [key, answer] : *aliases) {

@@ -96,6 +96,37 @@ TEST(txn_sequences, only_if_sendable_takes_no_range_while_the_stream_is_full_or_
     EXPECT_TRUE(sequences.can_send_fresh(stream(1)));
 }
 
+// What the broker said about a stream met for the first time (DescribeProducers).
+TEST(txn_sequences, streams_met_without_state_start_where_the_broker_stands_or_are_refused) {
+    txn_sequences sequences;
+    EXPECT_FALSE(sequences.knows(stream()));
+    // No open transaction, the epoch's last sequence 41: the next range starts at 42.
+    sequences.start_at(stream(), 42, 0);
+    EXPECT_TRUE(sequences.knows(stream()));
+    EXPECT_EQ(sequences.assign(stream(), 1, 0, 3, 0).physical_base_sequence, 42);
+    sequences.start_at(stream(), 0, 0);  // known: nothing changes
+    EXPECT_EQ(sequences.assign(stream(), 5, 0, 1, 0).physical_base_sequence, 45);
+
+    // An open transaction without state: every batch of that epoch is refused, retries too.
+    auto other = stream(0, 2);
+    sequences.mark_unknown(other);
+    EXPECT_TRUE(sequences.knows(other));
+    auto refused = sequences.assign(other, 2, 0, 1, 0);
+    EXPECT_EQ(refused.outcome, txn_assign_outcome::unknown_stream);
+    EXPECT_EQ(refused.error_code, txn_sequences::error_out_of_order_sequence_number);
+    EXPECT_EQ(sequences.assign(other, 6, 7, 1, 0).outcome, txn_assign_outcome::unknown_stream);
+    // The client's next epoch is a new stream from 0; older epochs stay fenced.
+    EXPECT_FALSE(sequences.knows(stream(1, 2)));
+    auto bumped = sequences.assign(stream(1, 2), 2, 0, 1, 0);
+    EXPECT_EQ(bumped.outcome, txn_assign_outcome::fresh);
+    EXPECT_EQ(bumped.physical_base_sequence, 0);
+    EXPECT_TRUE(sequences.knows(other));  // epoch 0 is below the stream's epoch 1 now
+    EXPECT_EQ(sequences.assign(other, 2, 0, 1, 0).outcome, txn_assign_outcome::fenced_epoch);
+    // A stream with state is never marked unknown by a late answer.
+    sequences.mark_unknown(stream());
+    EXPECT_EQ(sequences.assign(stream(), 5, 1, 1, 0).outcome, txn_assign_outcome::fresh);
+}
+
 TEST(txn_sequences, retry_of_a_batch_in_flight_reuses_its_range) {
     txn_sequences sequences;
     sequences.assign(stream(), 1, 0, 3, 0);
