@@ -210,6 +210,59 @@ def init_producer_id(connection: vp.KafkaConnection, version: int,
     return error_code, answered_id, answered_epoch
 
 
+def _read_unsigned_varint(payload: bytes, position: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = payload[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+        shift += 7
+
+
+def describe_producers(connection: vp.KafkaConnection, topic: str,
+                       partitions: list[int]) -> dict[int, tuple[int, list[tuple[int, int, int, int]]]]:
+    """DescribeProducers v0 (flexible) on a raw connection. Returns {partition: (error code,
+    [(producer id, epoch, last sequence, current transaction start offset)])}."""
+    connection.correlation_id += 1
+    client_id = connection.client_id.encode()
+    header = struct.pack(">hhih", 61, 0, connection.correlation_id, len(client_id)) + client_id + b"\x00"
+    raw_topic = topic.encode()
+    body = (vp.unsigned_varint(2) + vp.unsigned_varint(len(raw_topic) + 1) + raw_topic
+            + vp.unsigned_varint(len(partitions) + 1)
+            + b"".join(struct.pack(">i", partition) for partition in partitions) + b"\x00\x00")
+    message = header + body
+    connection.sock.sendall(struct.pack(">i", len(message)) + message)
+    size = struct.unpack(">i", connection._recv_exact(4))[0]
+    payload = connection._recv_exact(size)
+    assert struct.unpack_from(">i", payload)[0] == connection.correlation_id
+    position = 4 + 1 + 4  # correlation id, header tagged fields, throttle time
+    topics, position = _read_unsigned_varint(payload, position)
+    answered = {}
+    for _ in range(topics - 1):
+        name_length, position = _read_unsigned_varint(payload, position)
+        position += name_length - 1
+        count, position = _read_unsigned_varint(payload, position)
+        for _ in range(count - 1):
+            partition, error_code = struct.unpack_from(">ih", payload, position)
+            position += 6
+            message_length, position = _read_unsigned_varint(payload, position)
+            position += max(message_length - 1, 0)
+            producers_count, position = _read_unsigned_varint(payload, position)
+            producers = []
+            for _ in range(producers_count - 1):
+                producer_id, epoch, last_sequence, _timestamp, _coordinator_epoch, txn_start = \
+                    struct.unpack_from(">qiiqiq", payload, position)
+                position += 36
+                position += 1  # tagged fields (empty)
+                producers.append((producer_id, epoch, last_sequence, txn_start))
+            position += 1  # partition tagged fields
+            answered[partition] = (error_code, producers)
+        position += 1  # topic tagged fields
+    return answered
+
+
 # ---------------------------------------------------------------------------------------------
 # The strict broker
 

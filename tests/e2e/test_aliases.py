@@ -157,3 +157,36 @@ def test_a_retry_through_another_instance_is_a_duplicate_for_the_broker(log_dir)
         if second:
             second.stop()
         broker.stop()
+
+
+def test_describe_producers_of_a_virtual_partition_shows_the_client_producer(log_dir):
+    """DescribeProducers through the proxy, per virtual partition: the producers of its
+    virtual group, an alias shown as the client producer (id and epoch) it stands for, with
+    the client's own last sequence (aliases keep the client's sequences); a group nobody
+    wrote to shows nobody. Straight from the broker the same physical partition lists the
+    client's id and its alias."""
+    topic = tb.unique_name("vp-describe")
+    broker = pa.StrictBroker(log_dir, {topic: PHYSICAL}, strict=True)
+    proxy = tb.Proxy(broker, log_dir, "alias-describe", VIRTUAL_MAPPING_202)
+    client_producer = 940000
+    try:
+        # Group 0 (v = 3) gets 2 batches of 2 records, group 1 (v = 13) one batch of 3.
+        assert raw_produce(proxy.bootstrap, topic, 3, client_producer, 0, [b"a", b"b"])[0] == 0
+        assert raw_produce(proxy.bootstrap, topic, 3, client_producer, 2, [b"c", b"d"])[0] == 0
+        assert raw_produce(proxy.bootstrap, topic, 13, client_producer, 0, [b"e", b"f", b"g"])[0] == 0
+        host, port = tb.parse_bootstrap(broker.bootstrap)[0]
+        with vs.KafkaConnection(host, port) as connection:
+            physical = pa.describe_producers(connection, topic, [3])
+        error, producers = physical[3]
+        assert error == 0 and len(producers) == 2, physical
+        assert {producer_id for producer_id, _, _, _ in producers} - {client_producer}, producers
+        metadata = vs.metadata_of(proxy.bootstrap, [topic])
+        leader = {p.partition: p.leader for p in metadata.topics[topic].partitions}[3]
+        with vs.KafkaConnection(*metadata.brokers[leader]) as connection:
+            virtual = pa.describe_producers(connection, topic, [3, 13, 23])
+        assert virtual[3] == (0, [(client_producer, 0, 3, -1)]), virtual[3]
+        assert virtual[13] == (0, [(client_producer, 0, 2, -1)]), virtual[13]
+        assert virtual[23] == (0, []), virtual[23]
+    finally:
+        proxy.stop()
+        broker.stop()
