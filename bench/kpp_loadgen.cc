@@ -5,7 +5,7 @@
 // Usage: kpp-loadgen --bootstrap H:P --topic T [--partitions N] [--mode produce|consume|both]
 //          [--record-bytes B] [--rate R] [--duration S] [--warmup S] [--linger-ms MS]
 //          [--batch-bytes B] [--compression none|lz4|zstd|gzip|snappy] [--acks -1|1|0]
-//          [--producers K] [--json]
+//          [--producers K] [--idempotence 0|1] [--json]
 //
 // What it measures, all over a window of --duration seconds that starts after --warmup seconds:
 //  - Produce throughput: records (and payload bytes, MB = 10^6 B) acknowledged inside the window.
@@ -130,6 +130,7 @@ struct Options {
     std::string bootstrap, topic, mode = "produce", compression = "none", acks = "-1";
     int partitions = 0;  // 0: all the topic has
     int record_bytes = 100, linger_ms = 5, batch_bytes = 1'000'000, producers = 1;
+    bool idempotence = false;  // enable.idempotence (acks=all, at most 5 requests in flight)
     double rate = 0, duration = 10, warmup = 2;
     bool json = false;
     bool produce() const { return mode != "consume"; }
@@ -141,7 +142,7 @@ struct Options {
                  "kpp-loadgen: %s\nusage: kpp-loadgen --bootstrap H:P --topic T [--partitions N]"
                  " [--mode produce|consume|both]\n  [--record-bytes B] [--rate R] [--duration S]"
                  " [--warmup S] [--linger-ms MS] [--batch-bytes B]\n  [--compression "
-                 "none|lz4|zstd|gzip|snappy] [--acks -1|1|0] [--producers K] [--json]\n",
+                 "none|lz4|zstd|gzip|snappy] [--acks -1|1|0] [--producers K] [--idempotence 0|1] [--json]\n",
                  problem);
     std::exit(2);
 }
@@ -171,6 +172,7 @@ Options parse(int argc, char** argv) {
         else if (flag == "--linger-ms") o.linger_ms = static_cast<int>(number("--linger-ms", v, 0, 9e5));
         else if (flag == "--batch-bytes") o.batch_bytes = static_cast<int>(number("--batch-bytes", v, 1, 2e9));
         else if (flag == "--producers") o.producers = static_cast<int>(number("--producers", v, 1, 1024));
+        else if (flag == "--idempotence") o.idempotence = number("--idempotence", v, 0, 1) != 0;
         else if (flag == "--rate") o.rate = number("--rate", v, 0, 1e9);
         else if (flag == "--duration") o.duration = number("--duration", v, 0.1, 1e6);
         else if (flag == "--warmup") o.warmup = number("--warmup", v, 0, 1e6);
@@ -432,7 +434,8 @@ int main(int argc, char** argv) {
                                      {{"linger.ms", std::to_string(o.linger_ms)},
                                       {"batch.size", std::to_string(o.batch_bytes)},
                                       {"compression.type", o.compression},
-                                      {"acks", o.acks}},
+                                      {"acks", o.acks},
+                                      {"enable.idempotence", o.idempotence ? "true" : "false"}},
                                      &stats);
         producers.push_back(rk);
     }

@@ -10,6 +10,9 @@ load (kpp-loadgen, a librdkafka client producing and consuming in one process):
   proxy-vp   loadgen -> kafka-partition-proxy, V == P (no remapping: the pass-through path)
   proxy-v10  loadgen -> kafka-partition-proxy, V = 10 P, uncompressed
   proxy-v10-lz4  the same with lz4 (the proxy recompresses to tag batches)
+  proxy-v10-idem V = 10 P with an idempotent producer (enable.idempotence): batches of
+                 virtual group g >= 1 go out under producer aliases; the bar is within 10%
+                 of proxy-v10 in throughput and CPU per GB
 
 Each round runs every topology at saturation (produce + consume MB/s), then every topology
 again at one fixed rate, half of the slowest topology's saturation rate in that round, for
@@ -19,6 +22,11 @@ process adds. The middle process's CPU seconds per GB moved (utime + stime from 
 figure holds on a shared, noisy machine) and its peak RSS come from the saturation run.
 Ratios (against direct, against HAProxy) are taken inside a round, then the median over
 --runs rounds is printed, with the lowest and highest in brackets.
+
+InitProducerId round trips, direct and through the proxy, and the first Produce of a new
+idempotent producer to a virtual partition that needs a producer alias (one store read,
+InitProducerId, store write and store read) against one that does not, are timed once
+per run on one connection each.
 
 Then the proxy's thread scaling: two load generators at saturation through the proxy (V == P)
 with 1 and then 2 threads, and the RSS of 1,000 idle client connections.
@@ -159,20 +167,23 @@ class Result:
 
 
 def loadgen_argv(args, bootstrap: str, topic: str, seconds: float, rate: int, compression: str,
-                 producers: int) -> list[str]:
+                 producers: int, idempotence: bool = False) -> list[str]:
     argv = [args.loadgen, "--bootstrap", bootstrap, "--topic", topic, "--mode", "both", "--rate", str(rate),
             "--duration", str(seconds), "--warmup", "1", "--record-bytes", str(args.record_bytes),
             "--compression", compression, "--producers", str(producers), "--json"]
+    if idempotence:
+        argv += ["--idempotence", "1"]
     if rate:  # paced runs: the producer sends as soon as a record is due (see --paced-linger-ms)
         argv += ["--linger-ms", str(args.paced_linger_ms)]
     return (["taskset", "-c", args.load_cpus] if args.load_cpus else []) + argv
 
 
 def loadgen(args, bootstrap: str, topics: list[str], seconds: float, rate: int, compression: str,
-            log: Path, producers: int = 1) -> dict:
+            log: Path, producers: int = 1, idempotence: bool = False) -> dict:
     """Runs one generator per topic at once; returns their figures, throughputs and counts
     summed (latency percentiles are the first generator's)."""
-    running = [subprocess.Popen(loadgen_argv(args, bootstrap, topic, seconds, rate, compression, producers),
+    running = [subprocess.Popen(loadgen_argv(args, bootstrap, topic, seconds, rate, compression, producers,
+                                             idempotence),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for topic in topics]
     figures = []
     for index, process in enumerate(running):
@@ -245,7 +256,7 @@ def run_topology(name: str, args, work: Path, rate: int, seconds: float, threads
         before = cpu_seconds(middle.pid) if middle else None
         started = time.monotonic()
         result.load = loadgen(args, bootstrap, load_topics, seconds, rate, compression, work / f"{label}.json",
-                              producers=2 if generators > 1 else 1)
+                              producers=2 if generators > 1 else 1, idempotence=name.endswith("-idem"))
         result.wall_s = time.monotonic() - started
         if middle:
             result.middle_cpu_s = cpu_seconds(middle.pid) - before
@@ -259,6 +270,57 @@ def run_topology(name: str, args, work: Path, rate: int, seconds: float, threads
             middle.stop()
         if broker:
             broker.stop()
+
+
+def producer_id_latencies(args, work: Path, count: int) -> dict[str, list[float]]:
+    """Round trips in microseconds, each on one connection: InitProducerId v0 direct and
+    through the proxy, and the first Produce (one record, acks=all) of `count` new idempotent
+    producers to virtual partition 0 (no alias) and to virtual partition PHYSICAL (group 1:
+    the proxy resolves an alias first) of a V = 10 P topic."""
+    sys.path.insert(0, str(REPO / "tests" / "e2e"))
+    import producer_audit
+    import vp_support
+
+    broker = Broker(args.broker, work, "producer-ids", [f"bench-v0:{PHYSICAL}", "__kpr_offsets:1"])
+    port, metrics, base = free_port(), free_port(), free_port()
+    config = work / "producer-ids.yaml"
+    config.write_text(proxy_config(port, base, metrics, broker.bootstrap, args.threads,
+                                   "mapping:\n  topics:\n    bench-v0: { virtual_partitions: "
+                                   f"{10 * PHYSICAL}, physical_partitions: {PHYSICAL} }}\n"))
+    proxy = Process([args.proxy, "-c", str(config)], work / "producer-ids-middle.log", cpus=args.middle_cpus)
+    figures: dict[str, list[float]] = {}
+    try:
+        wait_port(port)
+        broker_host, broker_port = broker.bootstrap.rsplit(":", 1)
+        # Alternating on two open connections, so that drift of a noisy machine hits both.
+        with vp_support.KafkaConnection(broker_host, int(broker_port)) as direct, \
+                vp_support.KafkaConnection("127.0.0.1", port) as proxied:
+            figures["init_direct"], figures["init_proxy"] = [], []
+            for index in range(count + 10):
+                for label, connection in (("init_direct", direct), ("init_proxy", proxied)):
+                    started = time.perf_counter_ns()
+                    error, _, _ = producer_audit.init_producer_id(connection, 0)
+                    elapsed = (time.perf_counter_ns() - started) / 1000
+                    if error:
+                        raise RuntimeError(f"InitProducerId answered error {error} ({label})")
+                    if index >= 10:  # the first ones warm both paths up
+                        figures[label].append(elapsed)
+        # Through the proxy every virtual partition has the proxy's port of broker 1.
+        with vp_support.KafkaConnection("127.0.0.1", base + 1) as connection:
+            figures["first_produce_no_alias"], figures["first_produce_alias"] = [], []
+            for index in range(count):
+                for label, partition in (("first_produce_no_alias", 0), ("first_produce_alias", PHYSICAL)):
+                    producer_id = 700000 + 2 * index + (1 if partition else 0)
+                    batch = producer_audit.producer_batch([b"x" * 100], producer_id, 0, 0)
+                    started = time.perf_counter_ns()
+                    ((_, error, _),) = connection.produce("bench-v0", [(partition, batch)])
+                    figures[label].append((time.perf_counter_ns() - started) / 1000)
+                    if error:
+                        raise RuntimeError(f"Produce answered error {error} ({label})")
+        return figures
+    finally:
+        proxy.stop()
+        broker.stop()
 
 
 def idle_connections_rss(args, work: Path, count: int) -> tuple[int, int]:
@@ -327,7 +389,7 @@ def main() -> int:
         if not os.access(binary, os.X_OK):
             print(f"missing {binary}: build first", file=sys.stderr)
             return 1
-    names = ["direct", "haproxy", "proxy-vp", "proxy-v10", "proxy-v10-lz4"]
+    names = ["direct", "haproxy", "proxy-vp", "proxy-v10", "proxy-v10-lz4", "proxy-v10-idem"]
     if not os.access(args.haproxy, os.X_OK):
         print("haproxy not installed (tools/setup.sh installs it): its row is left out", file=sys.stderr)
         names.remove("haproxy")
@@ -351,6 +413,7 @@ def main() -> int:
             two = run_topology("proxy-vp", args, work, 0, seconds, threads=2, generators=2, tag=f"-t2-r{round_number}")
             scaling.append((one, two))
     before, after = idle_connections_rss(args, work, 1000)
+    producer_ids = producer_id_latencies(args, work, 100 if args.short else 300)
 
     def per_round(name: str, figure) -> list[float]:
         values = []
@@ -396,6 +459,21 @@ def main() -> int:
               f"{spread([two.cpu_s_per_gb for _, two in scaling])}; proxy CPU use "
               f"{spread([one.middle_cores for one, _ in scaling])} -> "
               f"{spread([two.middle_cores for _, two in scaling])} cores")
+    idem_mb = per_round("proxy-v10-idem", lambda r, n: sat(r, n).throughput_mb_s / sat(r, "proxy-v10").throughput_mb_s)
+    idem_cpu = per_round("proxy-v10-idem", lambda r, n: sat(r, n).cpu_s_per_gb / sat(r, "proxy-v10").cpu_s_per_gb)
+    print(f"idempotence on vs off at V = 10P (bar: within 10%): throughput {spread(idem_mb)}, "
+          f"CPU s/GB {spread(idem_cpu)}")
+
+    def quantiles(samples: list[float]) -> str:
+        ordered = sorted(samples)
+        return f"p50 {statistics.median(ordered):.0f} us, p99 {ordered[int(len(ordered) * 0.99) - 1]:.0f} us"
+
+    print(f"InitProducerId ({len(producer_ids['init_direct'])} on one connection): direct "
+          f"{quantiles(producer_ids['init_direct'])}; through the proxy {quantiles(producer_ids['init_proxy'])}; "
+          f"median ratio {statistics.median(producer_ids['init_proxy']) / statistics.median(producer_ids['init_direct']):.2f}")
+    print(f"first Produce of a new idempotent producer through the proxy: virtual group 0 (no alias) "
+          f"{quantiles(producer_ids['first_produce_no_alias'])}; group 1 (alias resolved first) "
+          f"{quantiles(producer_ids['first_produce_alias'])}")
     print(f"1000 idle client connections: proxy RSS {before / 1024:.1f} MB -> {after / 1024:.1f} MB")
     if args.out:
         Path(args.out).write_text(json.dumps({
@@ -405,7 +483,8 @@ def main() -> int:
                         "saturated": {n: x.as_json() for n, x in r["saturated"].items()},
                         "paced": {n: x.as_json() for n, x in r["paced"].items()}} for r in rounds],
             "scaling": [{"threads_1": one.as_json(), "threads_2": two.as_json()} for one, two in scaling],
-            "idle_rss_kb": {"before": before, "after_1000": after}}, indent=1))
+            "idle_rss_kb": {"before": before, "after_1000": after},
+            "producer_id_latencies_us": producer_ids}, indent=1))
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
