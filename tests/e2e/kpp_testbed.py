@@ -19,6 +19,7 @@ import json
 import os
 import queue
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -414,6 +415,26 @@ def check_partition_streams(received: Iterable[tuple[int, int, str]],
 
 # ---------------------------------------------------------------------------------------------
 # kcat
+
+
+def sarama_binary(log_dir: Path) -> str:
+    """tools/sarama/vp_sarama.go (sarama 1.22, Debian's package) built once per log
+    directory; skips the test where Go or sarama is not installed."""
+    import pytest
+
+    binary = log_dir / "vp-sarama"
+    if binary.exists():
+        return str(binary)
+    if shutil.which("go") is None:
+        pytest.skip("go is not installed (tools/setup.sh installs golang-go and "
+                    "golang-github-shopify-sarama-dev)")
+    if not Path("/usr/share/gocode/src/github.com/Shopify/sarama").is_dir():
+        pytest.skip("sarama is not installed (golang-github-shopify-sarama-dev)")
+    env = {**os.environ, "GOPATH": "/usr/share/gocode", "GO111MODULE": "off",
+           "GOCACHE": str(log_dir / "go-cache"), "GOFLAGS": ""}
+    run_checked(["go", "build", "-o", str(binary), str(REPO_ROOT / "tools" / "sarama" / "vp_sarama.go")],
+                timeout_s=300, env=env)
+    return str(binary)
 
 
 def run_checked(argv: list[str], timeout_s: float = CLIENT_TIMEOUT_S, input_bytes=None,

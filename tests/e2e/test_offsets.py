@@ -36,6 +36,7 @@ implement) are left out there.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -226,6 +227,48 @@ def produce_every_partition(endpoint, topic: str, prefix: str,
     assert not wrong, f"records acked on other partitions than sent to: {wrong[:5]}"
     assert len(acked) == V * count, f"{len(acked)} of {V * count} records acked"
     return expected, {value: offset for _, offset, value in acked}
+
+
+# ---------------------------------------------------------------------------------------------
+# 0. sarama 1.22 (OffsetCommit v1, its default) resumes exactly
+
+
+def sarama_group_run(binary: str, endpoint, topic: str, group: str, stop_after: int,
+                     retention_ms: int = 0) -> list[tuple[int, int, str]]:
+    argv = [binary, "group", "--bootstrap", endpoint.bootstrap, "--topic", topic,
+            "--group", group, "--stop-after", str(stop_after), "--timeout-ms", "90000"]
+    if retention_ms:
+        argv += ["--retention-ms", str(retention_ms)]
+    result = tb.run_checked(argv, timeout_s=120)
+    lines = [json.loads(line) for line in result.stdout.decode().splitlines() if line.startswith("{")]
+    done = lines[-1]
+    assert done.get("type") == "done" and not done.get("error"), (done, result.stderr.decode()[-2000:])
+    assert not done.get("committed_errors"), done["committed_errors"][:5]
+    return [(line["partition"], line["offset"], line["value"]) for line in lines if line.get("type") == "record"]
+
+
+@pytest.mark.parametrize("commit_version", ["v1", "v2"])
+def test_sarama_group_resumes_exactly(vp, log_dir, commit_version):
+    """A sarama 1.22 group member reads part of every virtual partition, marks and commits
+    what it read with OffsetCommit v1 (sarama's default; v2 with a retention set) and leaves;
+    a second member of the group reads the rest. Together they read every record exactly
+    once: the commits of virtual partitions >= P are kept by the proxy, not refused by the
+    broker (UNKNOWN_TOPIC_OR_PARTITION) or written over the physical commit."""
+    binary = tb.sarama_binary(log_dir)
+    topic = _vp_topic(vp, f"vp-sarama-{commit_version}")
+    expected, _ = produce_every_partition(vp, topic, f"sarama{commit_version}", count=3)
+    total = V * 3
+    group = tb.unique_name(f"kpp-sarama-{commit_version}")
+    retention_ms = 24 * 3600 * 1000 if commit_version == "v2" else 0
+    first = sarama_group_run(binary, vp, topic, group, total * 2 // 5, retention_ms)
+    second = sarama_group_run(binary, vp, topic, group, total - len(first), retention_ms)
+    values = [value for _, _, value in first + second]
+    twice = sorted({value for value in values if values.count(value) > 1})
+    assert not twice, f"{len(twice)} records read twice after the commit: {twice[:5]}"
+    missing = sorted(set(v for vs_ in expected.values() for v in vs_) - set(values))
+    assert not missing, f"{len(missing)} records never read: {missing[:5]}"
+    for partition, _, value in first + second:
+        assert value.split("-")[-2] == str(partition), (partition, value)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import struct
 import subprocess
@@ -51,7 +50,6 @@ TRANSACTIONS, ABORT_EVERY = 6, 3
 # or of 40 (2.12 mock), cut from the records in round order.
 TXN_RECORDS_PER_PARTITION = {"mock202": 3, "mock212": 6}
 VP_CLIENT = "vp_client.js"
-SARAMA_SOURCE = tb.REPO_ROOT / "tools" / "sarama" / "vp_sarama.go"
 TRANSFORMER = tb.REPO_ROOT / "tools" / "eos_transformer.py"
 KAFKAJS_DIRECT_REASON = (
     "kafkajs's idempotent producer asks the controller for a producer id and both mocks "
@@ -171,23 +169,6 @@ def vendpoint(request):
 # 1. Idempotent producers
 
 
-def sarama_binary(log_dir: Path) -> str:
-    """tools/sarama/vp_sarama.go built once per session into the log directory."""
-    binary = log_dir / "vp-sarama"
-    if binary.exists():
-        return str(binary)
-    if shutil.which("go") is None:
-        pytest.skip("go is not installed (tools/setup.sh installs golang-go and "
-                    "golang-github-shopify-sarama-dev)")
-    if not Path("/usr/share/gocode/src/github.com/Shopify/sarama").is_dir():
-        pytest.skip("sarama is not installed (golang-github-shopify-sarama-dev)")
-    env = {**os.environ, "GOPATH": "/usr/share/gocode", "GO111MODULE": "off",
-           "GOCACHE": str(log_dir / "go-cache"), "GOFLAGS": ""}
-    tb.run_checked(["go", "build", "-o", str(binary), str(SARAMA_SOURCE)], timeout_s=300,
-                   env=env)
-    return str(binary)
-
-
 def produce_idempotent(client: str, endpoint, topic: str, virtual: int, count: int,
                        log_dir: Path) -> tuple[list[tuple[int, str]], list[tuple[int, int, str]]]:
     """count records to every virtual partition, interleaved, with idempotence on; returns
@@ -201,7 +182,7 @@ def produce_idempotent(client: str, endpoint, topic: str, virtual: int, count: i
         return records, acked
     if client == "sarama":
         result = tb.run_checked(
-            [sarama_binary(log_dir), "produce", "--bootstrap", endpoint.bootstrap,
+            [tb.sarama_binary(log_dir), "produce", "--bootstrap", endpoint.bootstrap,
              "--topic", topic, "--partitions", f"0-{virtual - 1}", "--count", str(count),
              "--prefix", prefix, "--order", "round", "--idempotent", "1",
              "--timeout-ms", "60000"], timeout_s=90)

@@ -23,6 +23,13 @@
 //	  --drain-ms more (to catch extras), or until --partition-timeout-ms passed.
 //	  -> {"type":"record","partition","offset","key","value"} per record,
 //	     {"type":"partition_done","partition","received","timed_out","ms"} per partition.
+//	group --group G --stop-after N [--retention-ms MS]
+//	  a member of consumer group G (sarama's ConsumerGroup, every partition of the topic,
+//	  from the oldest offset when G has no commit), marking each record it emits; after N
+//	  records it leaves, committing what it marked (sarama's offset manager commits on
+//	  close). sarama 1.22 commits with OffsetCommit v1 unless --retention-ms is set (v2).
+//	  -> {"type":"record","partition","offset","value"} per marked record; done has
+//	     "received" and "committed_errors" (commit errors the group reported).
 //	--version V         Kafka protocol version sarama assumes (default 0.11.0.2). sarama 1.22
 //	                    picks request versions from this alone (no ApiVersions) and defaults
 //	                    to 0.8.2, too old for idempotence (record batches v2 and
@@ -39,6 +46,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -67,6 +75,9 @@ type options struct {
 	partitionTimeoutMs int
 	timeoutMs          int
 	version            sarama.KafkaVersion
+	group              string
+	stopAfter          int
+	retentionMs        int
 }
 
 func emit(line map[string]interface{}) {
@@ -142,6 +153,9 @@ func parseOptions(argv []string) options {
 	flags.IntVar(&opts.drainMs, "drain-ms", 500, "extra wait after the expected records")
 	flags.IntVar(&opts.partitionTimeoutMs, "partition-timeout-ms", 20000, "per partition")
 	flags.IntVar(&opts.timeoutMs, "timeout-ms", 60000, "overall deadline")
+	flags.StringVar(&opts.group, "group", "", "consumer group (group)")
+	flags.IntVar(&opts.stopAfter, "stop-after", 0, "records before leaving (group)")
+	flags.IntVar(&opts.retentionMs, "retention-ms", 0, "offset retention: > 0 commits with v2 (group)")
 	if err := flags.Parse(argv[1:]); err != nil {
 		usage(err.Error())
 	}
@@ -351,6 +365,97 @@ func consume(opts options) {
 	finish(map[string]interface{}{"received": received, "partition_timed_out": anyTimedOut})
 }
 
+// groupHandler marks and emits records until the run's quota is reached, then cancels.
+type groupHandler struct {
+	remaining int
+	received  int
+	done      chan struct{}
+	closed    bool
+}
+
+func (h *groupHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
+func (h *groupHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+
+func (h *groupHandler) ConsumeClaim(session sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	for message := range claim.Messages() {
+		// Claims are consumed concurrently: one lock keeps the quota exact.
+		groupLock <- struct{}{}
+		if h.remaining <= 0 {
+			<-groupLock
+			return nil
+		}
+		h.remaining--
+		h.received++
+		session.MarkMessage(message, "")
+		emit(map[string]interface{}{"type": "record", "partition": message.Partition,
+			"offset": message.Offset, "value": string(message.Value)})
+		if h.remaining == 0 && !h.closed {
+			h.closed = true
+			close(h.done)
+		}
+		<-groupLock
+	}
+	return nil
+}
+
+var groupLock = make(chan struct{}, 1)
+
+func consumeGroup(opts options) {
+	if opts.group == "" || opts.stopAfter <= 0 {
+		usage("group needs --group and --stop-after")
+	}
+	config := baseConfig(opts)
+	config.Consumer.Return.Errors = true
+	config.Consumer.MaxWaitTime = 100 * time.Millisecond
+	config.Consumer.Offsets.Initial = sarama.OffsetOldest
+	if opts.retentionMs > 0 {
+		config.Consumer.Offsets.Retention = time.Duration(opts.retentionMs) * time.Millisecond
+	}
+	group, err := sarama.NewConsumerGroup(strings.Split(opts.bootstrap, ","), opts.group, config)
+	if err != nil {
+		finish(map[string]interface{}{"error": "NewConsumerGroup: " + err.Error()})
+	}
+	handler := &groupHandler{remaining: opts.stopAfter, done: make(chan struct{})}
+	var commitErrors []string
+	go func() {
+		for failure := range group.Errors() {
+			commitErrors = append(commitErrors, failure.Error())
+			emit(map[string]interface{}{"type": "log", "error": failure.Error()})
+		}
+	}()
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := group.Consume(context.Background(), []string{opts.topic}, handler); err != nil {
+				emit(map[string]interface{}{"type": "log", "error": "Consume: " + err.Error()})
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+	}()
+	timedOut := false
+	select {
+	case <-handler.done:
+	case <-time.After(time.Duration(opts.timeoutMs) * time.Millisecond):
+		timedOut = true
+	}
+	close(stop)
+	// Leaving commits the marked offsets (sarama's offset manager flushes on close).
+	closeErr := group.Close()
+	extra := map[string]interface{}{"received": handler.received, "timed_out": timedOut,
+		"committed_errors": commitErrors}
+	if closeErr != nil {
+		extra["error"] = "Close: " + closeErr.Error()
+	} else if timedOut {
+		extra["error"] = fmt.Sprintf("timed out after %d of %d records", handler.received, opts.stopAfter)
+	}
+	finish(extra)
+}
+
 func main() {
 	opts := parseOptions(os.Args[1:])
 	switch opts.op {
@@ -358,6 +463,8 @@ func main() {
 		produce(opts)
 	case "consume":
 		consume(opts)
+	case "group":
+		consumeGroup(opts)
 	default:
 		usage("unknown OP " + opts.op)
 	}
