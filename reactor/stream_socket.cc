@@ -83,7 +83,12 @@ void stream_socket::on_receive_completion(completion& self, int32_t result, uint
         uint16_t buffer_id = static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
         shared_bytes bytes = socket.loop_.buffers().claim(buffer_id, static_cast<uint32_t>(result));
         socket.stats_.bytes_received += static_cast<uint32_t>(result);
-        if (!socket.closing_) socket.handler_.on_data(byte_slice{std::move(bytes), 0, static_cast<uint32_t>(result)});
+        if (socket.tls_) {
+            // Decrypted into buffers of its own: the provided buffer returns to the ring now.
+            if (!socket.closing_) socket.on_tls_data(std::span<const std::byte>(bytes.data(), static_cast<uint32_t>(result)));
+        } else if (!socket.closing_) {
+            socket.handler_.on_data(byte_slice{std::move(bytes), 0, static_cast<uint32_t>(result)});
+        }
     } else if (result == -ENOBUFS) {
         // Backpressure: every provided buffer is held by data not yet forwarded.
         ++socket.stats_.buffer_stalls;
@@ -106,16 +111,64 @@ void stream_socket::on_receive_completion(completion& self, int32_t result, uint
     if (!socket.receiving_ && socket.receive_wanted_ && !socket.receive_paused_) socket.arm_receive();
 }
 
-void stream_socket::send(byte_slice slice) {
-    if (closing_ || slice.length == 0) return;
+void stream_socket::enqueue(byte_slice slice) {
     const std::byte* data = slice.data();
     queued_bytes_ += slice.length;
     queue_.push_back(segment{std::move(slice.owner), data, slice.length});
     if (!send_in_flight_) flush();
 }
 
+void stream_socket::send(byte_slice slice) {
+    if (closing_ || slice.length == 0) return;
+    if (tls_) {
+        if (!tls_->write(slice.span())) return;  // failed: the receive side reports it
+        send_tls_output();
+        return;
+    }
+    enqueue(std::move(slice));
+}
+
+void stream_socket::enable_tls(std::unique_ptr<tls_engine> engine) {
+    tls_ = std::move(engine);
+    zero_copy_allowed_ = false;  // ciphertext is the proxy's own memory, sent once
+    tls_->start();
+    send_tls_output();
+}
+
+void stream_socket::send_tls_output() {
+    if (!tls_->has_output() || closing_) return;
+    std::vector<std::byte> ciphertext = tls_->take_output();
+    uint32_t length = static_cast<uint32_t>(ciphertext.size());
+    enqueue(byte_slice{shared_bytes::copy_of(ciphertext), 0, length});
+}
+
+void stream_socket::on_tls_data(std::span<const std::byte> ciphertext) {
+    bool fed = tls_->feed(ciphertext);
+    std::vector<std::byte> plaintext;
+    if (fed) tls_->read(plaintext);
+    send_tls_output();  // handshake messages, alerts, session tickets, key updates
+    if (!plaintext.empty()) {
+        uint32_t length = static_cast<uint32_t>(plaintext.size());
+        handler_.on_data(byte_slice{shared_bytes::copy_of(plaintext), 0, length});
+        if (closing_) return;
+    }
+    if (tls_->state() == tls_state::failed) {
+        fail_and_close(-EPROTO);
+    } else if (tls_->state() == tls_state::closed && !end_reported_) {
+        end_reported_ = true;
+        receive_wanted_ = false;
+        handler_.on_end(0);
+    }
+}
+
 void stream_socket::send(std::span<const byte_slice> slices) {
     if (closing_) return;
+    if (tls_) {
+        for (const byte_slice& slice : slices)
+            if (slice.length != 0 && !tls_->write(slice.span())) return;
+        send_tls_output();
+        return;
+    }
     for (const byte_slice& slice : slices) {
         if (slice.length == 0) continue;
         queued_bytes_ += slice.length;

@@ -9,12 +9,14 @@
 #include <array>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <span>
 
 #include "reactor/buffer_pool.h"
 #include "reactor/completion.h"
 #include "reactor/event_loop.h"
 #include "reactor/reactor_limits.h"
+#include "reactor/tls.h"
 
 namespace kpp::reactor {
 
@@ -39,9 +41,19 @@ public:
     bool receive_paused() const { return receive_paused_; }
 
     // Queues bytes for sending; the slice keeps its memory alive until the kernel is done.
+    // With TLS the bytes are encrypted first and the ciphertext is what is queued.
     void send(byte_slice slice);
     void send(std::span<const byte_slice> slices);
     uint64_t queued_bytes() const { return queued_bytes_; }
+
+    // TLS below everything: each received chunk is ciphertext for the engine and on_data
+    // gets what it decrypts; send() encrypts. The handshake's messages go out by themselves
+    // (a client engine's ClientHello at once); plaintext sent during the handshake waits in
+    // the engine. A TLS failure or the peer's close_notify ends the stream like a closed
+    // connection: on_end(-EPROTO) or on_end(0); tls()->error() says what failed. Call
+    // before start_receive().
+    void enable_tls(std::unique_ptr<tls_engine> engine);
+    const tls_engine* tls() const { return tls_.get(); }
 
     // Shuts the socket down now (pending sends are dropped) and closes it once every
     // operation has ended; on_closed follows.
@@ -85,6 +97,9 @@ private:
     void consume_sent(uint64_t sent_bytes, std::deque<segment>* keep);
     void maybe_finish_close();
     void fail_and_close(int error);
+    void enqueue(byte_slice slice);
+    void send_tls_output();
+    void on_tls_data(std::span<const std::byte> ciphertext);
     static void on_receive_completion(completion& self, int32_t result, uint32_t flags);
     static void on_send_completion(completion& self, int32_t result, uint32_t flags);
     static void on_zero_copy_completion(completion& self, int32_t result, uint32_t flags);
@@ -111,6 +126,7 @@ private:
     bool closed_ = false;
     bool end_reported_ = false;
     counters stats_;
+    std::unique_ptr<tls_engine> tls_;
 };
 
 }  // namespace kpp::reactor

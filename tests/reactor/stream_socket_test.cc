@@ -14,6 +14,7 @@
 #include "reactor/connector.h"
 #include "reactor/listener.h"
 #include "tests/reactor/reactor_test_support.h"
+#include "tests/reactor/tls_test_support.h"
 
 namespace kpp::reactor {
 namespace {
@@ -74,6 +75,59 @@ TEST(stream_socket, round_trips_bytes_in_order_over_a_socketpair) {
     right.close();
     ASSERT_TRUE(run_until(loop, [&] { return events_b.closed; }));
     EXPECT_EQ(loop.operations_in_flight(), 0u);
+}
+
+// TLS below the stream: what one side sends arrives decrypted and in order at the other,
+// including bytes sent before the handshake finished; the provided buffers go back to the
+// ring at once (the plaintext lives in buffers of its own).
+TEST(stream_socket, tls_round_trips_bytes_in_order_over_a_socketpair) {
+    event_loop loop;
+    auto [a, b] = make_socket_pair();
+    recorder events_client, events_server;
+    stream_socket client(loop, a, events_client), server(loop, b, events_server);
+    auto server_context = testing::test_server_context();
+    auto client_context = testing::test_client_context();
+    ASSERT_TRUE(server_context && client_context);
+    server.enable_tls(std::make_unique<tls_engine>(server_context));
+    server.start_receive();
+    client.enable_tls(std::make_unique<tls_engine>(client_context, "localhost"));
+    client.start_receive();
+    std::string expected;
+    for (int i = 0; i < 300; ++i) {
+        std::string piece = "message-" + std::to_string(i) + ";" + std::string(size_t(i) * 37, 'x');
+        expected += piece;
+        client.send(slice_of(piece));
+    }
+    ASSERT_TRUE(run_until(loop, [&] { return events_server.received.size() == expected.size(); }));
+    EXPECT_EQ(events_server.received, expected);
+    EXPECT_TRUE(server.tls()->established());
+    EXPECT_EQ(server.tls()->protocol_version(), "TLSv1.3");
+    server.send(slice_of("answer"));
+    ASSERT_TRUE(run_until(loop, [&] { return events_client.received == "answer"; }));
+    client.close();
+    ASSERT_TRUE(run_until(loop, [&] { return events_server.ended && events_client.closed; }));
+    server.close();
+    ASSERT_TRUE(run_until(loop, [&] { return events_server.closed; }));
+    EXPECT_EQ(loop.operations_in_flight(), 0u);
+}
+
+// A plaintext client on a TLS socket: the stream ends with -EPROTO and the engine says why.
+TEST(stream_socket, tls_failure_ends_the_stream_with_eproto) {
+    event_loop loop;
+    auto [a, b] = make_socket_pair();
+    recorder events_plain, events_server;
+    stream_socket plain(loop, a, events_plain), server(loop, b, events_server);
+    server.enable_tls(std::make_unique<tls_engine>(testing::test_server_context()));
+    server.start_receive();
+    plain.start_receive();
+    plain.send(slice_of(std::string("\x00\x00\x00\x0a\x00\x12\x00\x00\x00\x00\x00\x01\x00\x00", 14)));
+    ASSERT_TRUE(run_until(loop, [&] { return events_server.ended; }));
+    EXPECT_EQ(events_server.end_error, -EPROTO);
+    EXPECT_EQ(server.tls()->state(), tls_state::failed);
+    EXPECT_TRUE(events_server.received.empty());
+    ASSERT_TRUE(run_until(loop, [&] { return events_server.closed && events_plain.ended; }));
+    plain.close();
+    ASSERT_TRUE(run_until(loop, [&] { return events_plain.closed; }));
 }
 
 TEST(stream_socket, stalls_on_empty_buffer_ring_and_resumes_when_buffers_return) {
