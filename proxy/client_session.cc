@@ -34,8 +34,21 @@ client_session::~client_session() = default;
 
 void client_session::start() { client_.start_receive(); }
 
+void client_session::use_tls(std::shared_ptr<reactor::tls_context> context) {
+    client_.enable_tls(std::make_unique<reactor::tls_engine>(std::move(context)));
+    bump(server_.metrics().tls_userspace_connections);
+    tls_deadline_ns_ = server_.loop().now_ns() +
+                       uint64_t(server_.config().listen.security.tls.handshake_timeout_ms) * 1'000'000u;
+}
+
 void client_session::on_data(reactor::byte_slice chunk) {
     if (draining_) return;
+    if (tls_deadline_ns_ != 0 && !tls_counted_) {
+        // Plaintext arrives only once the handshake is done.
+        tls_counted_ = true;
+        tls_deadline_ns_ = 0;
+        bump(server_.metrics().tls_client_handshakes);
+    }
     bump(server_.metrics().bytes_from_clients, chunk.length);
     bool under_pressure = server_.loop().buffers().available() < server_.loop().buffers().count() / 4;
     auto status = assembler_.feed(std::move(chunk), under_pressure,
@@ -291,8 +304,14 @@ void client_session::on_send_drained() { apply_backpressure(); }
 void client_session::on_upstream_drained() { apply_backpressure(); }
 
 void client_session::on_end(int error) {
-    if (error != 0 && error != -ECONNRESET)
+    const reactor::tls_engine* tls = client_.tls();
+    if (tls && tls->state() == reactor::tls_state::failed) {
+        if (!tls_counted_) bump(server_.metrics().tls_client_handshake_failures);
+        spdlog::warn("client {}: TLS {}: {}", peer_, tls_counted_ ? "connection failed" : "handshake failed",
+                     tls->error());
+    } else if (error != 0 && error != -ECONNRESET) {
         spdlog::debug("client {} receive failed: {}", peer_, reactor::error_text(-error));
+    }
     // The client is gone (or half-closed): nothing more can be answered.
     upstream_.close();
     client_.close();
@@ -330,6 +349,17 @@ void client_session::abort(const std::string& reason) {
 }
 
 void client_session::check_timeouts(uint64_t now_ns) {
+    if (tls_deadline_ns_ != 0 && now_ns > tls_deadline_ns_ && !client_.closing()) {
+        tls_deadline_ns_ = 0;
+        tls_counted_ = true;  // counted here, not again when the stream ends
+        bump(server_.metrics().tls_client_handshake_failures);
+        spdlog::warn("closing client {}: the TLS handshake did not finish within "
+                     "listen.security.tls.handshake_timeout_ms ({} ms)",
+                     peer_, server_.config().listen.security.tls.handshake_timeout_ms);
+        upstream_.close();
+        client_.close();
+        return;
+    }
     uint64_t oldest = upstream_.oldest_timed_request_ns();
     uint64_t limit_ns = uint64_t(server_.config().kafka.request_timeout_ms) * 1'000'000u;
     if (oldest == 0 || now_ns - oldest < limit_ns) return;

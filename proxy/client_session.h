@@ -25,6 +25,9 @@ public:
     ~client_session() override;
 
     void start();
+    // TLS toward the client (listen.security.protocol SSL), before start(): the handshake
+    // must finish within listen.security.tls.handshake_timeout_ms.
+    void use_tls(std::shared_ptr<reactor::tls_context> context);
     // Graceful stop: read no more requests, answer those in flight, then close.
     void begin_drain();
     // Closes both sides now (with a log line saying why, when given).
@@ -77,6 +80,8 @@ private:
     std::deque<response_slot> slots_;
     uint64_t first_slot_sequence_ = 0;  // sequence number of slots_.front()
     std::string peer_;
+    uint64_t tls_deadline_ns_ = 0;  // 0: no TLS handshake pending
+    bool tls_counted_ = false;
     // Exchange wakers hold it weakly: a session that is gone is never called.
     std::shared_ptr<client_session*> life_ = std::make_shared<client_session*>(this);
     std::deque<uint64_t> held_produces_;  // see exchange_env::held_produces

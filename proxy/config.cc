@@ -373,11 +373,16 @@ void parse_listen_security(const section& listen, listen_security_settings& out)
   section security = listen.child("security", {"protocol", "tls", "sasl"});
   read_security_protocol(security, "protocol", out.protocol);
 
-  section tls = security.child("tls", {"cert_path", "key_path", "ca_cert_path", "require_client_cert", "principal"});
+  section tls = security.child("tls", {"cert_path", "key_path", "ca_cert_path", "require_client_cert", "principal",
+                                      "min_version", "handshake_timeout_ms"});
   read_string(tls, "cert_path", out.tls.cert_path);
   read_string(tls, "key_path", out.tls.key_path);
   read_string(tls, "ca_cert_path", out.tls.ca_cert_path);
   read_bool(tls, "require_client_cert", out.tls.require_client_cert);
+  read_string(tls, "min_version", out.tls.min_version);
+  if (out.tls.min_version != "TLSv1.2" && out.tls.min_version != "TLSv1.3")
+    fail(tls.key_of("min_version"), "expected TLSv1.2 or TLSv1.3, got " + quoted(out.tls.min_version));
+  read_integer(tls, "handshake_timeout_ms", out.tls.handshake_timeout_ms, 100, 600000);
   section principal = tls.child("principal", {"mapping_rules"});
   // Rules hold regexes with commas, so a single string is one rule, never split.
   if (read_string_list(principal, "mapping_rules", out.tls.principal_mapping_rules, false) &&
@@ -598,11 +603,20 @@ void parse_logging(const section& root, logging_settings& out) {
 // --- checks across sections ----------------------------------------------------
 
 void refuse_unimplemented_security(const proxy_config& config) {
-  // Parsed and validated so old files load, but TLS and SASL are not wired yet:
+  // Parsed and validated so old files load, but SASL and upstream TLS are not wired yet:
   // refusing beats silently serving plaintext to clients that expect encryption.
-  if (config.listen.security.protocol != "PLAINTEXT") {
-    fail("listen.security.protocol", config.listen.security.protocol +
-                                         " is not supported yet (TLS and SASL are planned); use PLAINTEXT");
+  const std::string& listen = config.listen.security.protocol;
+  if (listen == "SASL_PLAINTEXT" || listen == "SASL_SSL") {
+    fail("listen.security.protocol", listen + " is not supported yet (SASL is planned); use SSL or PLAINTEXT");
+  }
+  if (listen == "SSL" && config.listen.security.tls.cert_path.empty()) {
+    fail("listen.security.tls.cert_path", "SSL needs the server certificate chain (PEM) and listen.security.tls.key_path");
+  }
+  if (listen == "SSL" && config.listen.security.tls.key_path.empty()) {
+    fail("listen.security.tls.key_path", "SSL needs the private key (PEM) of listen.security.tls.cert_path");
+  }
+  if (config.listen.security.tls.require_client_cert && config.listen.security.tls.ca_cert_path.empty()) {
+    fail("listen.security.tls.ca_cert_path", "require_client_cert needs the CA (PEM) that signs client certificates");
   }
   if (config.kafka.security_protocol != "PLAINTEXT") {
     fail("kafka.security_protocol", config.kafka.security_protocol +

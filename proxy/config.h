@@ -44,6 +44,8 @@ struct sasl_client_settings {
 struct listen_tls_settings {
   std::string cert_path, key_path, ca_cert_path;
   bool require_client_cert = false;
+  std::string min_version = "TLSv1.2";
+  uint32_t handshake_timeout_ms = 10000;  // a connection still handshaking then is closed
   std::vector<std::string> principal_mapping_rules{"DEFAULT"};
 };
 

@@ -153,6 +153,25 @@ std::vector<prometheus::MetricFamily> metrics_registry::Collect() const {
                 "Open transactions met on a partition that this instance held no sequence state for (another "
                 "instance failed mid-transaction, or this one restarted): answered so that the client aborts",
                 &shard_metrics::txn_takeovers);
+    auto labelled = [&](const char* name, const char* help, const char* label,
+                        std::initializer_list<std::pair<const char*, std::atomic<uint64_t> shard_metrics::*>> values) {
+        prometheus::MetricFamily family{name, help, prometheus::MetricType::Counter, {}};
+        for (const auto& [value, field] : values) {
+            prometheus::ClientMetric metric;
+            metric.label.push_back({label, value});
+            metric.counter.value = double(sum(shards_, field));
+            family.metric.push_back(metric);
+        }
+        families.push_back(std::move(family));
+    };
+    labelled("kpp_tls_handshakes_total", "TLS handshakes completed, by side", "side",
+             {{"client", &shard_metrics::tls_client_handshakes}});
+    labelled("kpp_tls_handshake_failures_total",
+             "TLS handshakes that failed or did not finish within the handshake timeout, by side", "side",
+             {{"client", &shard_metrics::tls_client_handshake_failures}});
+    labelled("kpp_tls_connections_total", "TLS connections by where the record layer runs", "mode",
+             {{"userspace", &shard_metrics::tls_userspace_connections},
+              {"kernel", &shard_metrics::tls_kernel_connections}});
     families.push_back(counter_family("kpp_client_connections_total", "Client connections accepted",
                                       double(sum(shards_, &shard_metrics::client_connections_opened))));
     families.push_back(counter_family("kpp_client_connections_refused_total",

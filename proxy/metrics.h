@@ -64,7 +64,11 @@ struct alignas(64) shard_metrics {
     std::atomic<uint64_t> txn_resends{0};                 // batches sent again with their range after a retriable failure
     std::atomic<uint64_t> txn_held_back{0};               // batches answered retriable to keep the physical order
     std::atomic<uint64_t> txn_refused{0};
-    std::atomic<uint64_t> txn_takeovers{0};               // open transactions met without state (client aborts)                 // batches refused (out of order, fenced, unknown stream)
+    std::atomic<uint64_t> txn_takeovers{0};
+    std::atomic<uint64_t> tls_client_handshakes{0};          // TLS handshakes completed with clients
+    std::atomic<uint64_t> tls_client_handshake_failures{0};  // failed, or not finished in time
+    std::atomic<uint64_t> tls_userspace_connections{0};      // TLS connections on OpenSSL in the proxy
+    std::atomic<uint64_t> tls_kernel_connections{0};         // TLS connections with the record layer in the kernel               // open transactions met without state (client aborts)                 // batches refused (out of order, fenced, unknown stream)
 
     void count_request(int16_t api_key) {
         size_t index = api_key < 0 ? metrics_api_keys - 1 : std::min<size_t>(size_t(api_key), metrics_api_keys - 1);

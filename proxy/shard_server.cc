@@ -115,6 +115,7 @@ void shard_server::accept_on(port_listener& entry, int fd) {
     bump(metrics_.client_connections_opened);
     auto* session = new client_session(*this, fd, std::move(target));
     sessions_.insert(session);
+    if (runtime_.client_tls) session->use_tls(runtime_.client_tls);
     spdlog::debug("client {} connected on port {} (shard {})", session->peer(), entry.socket->port(), shard_.index());
     session->start();
 }

@@ -20,6 +20,7 @@
 #include "proxy/upstream_link.h"
 #include "reactor/listener.h"
 #include "reactor/shard_group.h"
+#include "reactor/tls.h"
 #include "remap/txn_sequences.h"
 
 namespace kpp {
@@ -69,6 +70,7 @@ struct proxy_runtime {
     offset_store_info store_info;           // partitions 0: no offset store (nothing is remapped)
     alias_registry aliases;                 // producer aliases resolved by any core
     shared_txn_sequences transactions;      // transactional sequences, for every core
+    std::shared_ptr<reactor::tls_context> client_tls;  // listen.security.protocol SSL; null: plaintext
     std::string instance_id;                // names this process in the store's alias records
 };
 

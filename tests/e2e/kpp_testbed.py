@@ -237,11 +237,13 @@ def mock_cluster_bin() -> str:
 class Proxy:
     """kafka-partition-proxy in front of one mock cluster. Without `extra_config` the config
     has no mapping (everything passes through); `extra_config` is YAML appended to the file,
-    e.g. a `mapping:` section."""
+    e.g. a `mapping:` section; `listen_extra` goes under `listen:` (e.g. `security:`)."""
 
-    def __init__(self, upstream: MockCluster, log_dir: Path, name: str, extra_config: str = ""):
+    def __init__(self, upstream: MockCluster, log_dir: Path, name: str, extra_config: str = "",
+                 listen_extra: str = ""):
         self.upstream = upstream
         self.extra_config = extra_config
+        self.listen_extra = listen_extra  # YAML lines under `listen:`, indented two spaces
         self.port = free_port()
         self.metrics_port = free_port()
         self.broker_port_base = free_port_base(upstream.broker_count)
@@ -269,6 +271,7 @@ class Proxy:
             "listen:\n"
             f'  address: "127.0.0.1:{self.port}"\n'
             f"  broker_port_base: {self.broker_port_base}\n"
+            + self.listen_extra +
             "kafka:\n"
             f"  bootstrap_servers: [{upstream}]\n"
             "metrics:\n"

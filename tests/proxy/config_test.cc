@@ -391,9 +391,23 @@ TEST(config_security, protocol_names_are_validated_case_insensitively) {
                     "listen.security.protocol: expected one of PLAINTEXT");
 }
 
-TEST(config_security, non_plaintext_protocols_are_refused_for_now) {
+TEST(config_security, ssl_listener_needs_its_files_and_sasl_is_refused_for_now) {
   EXPECT_LOAD_ERROR(with_bootstrap("listen: {security: {protocol: ssl}}\n"),
-                    "listen.security.protocol: SSL is not supported yet");
+                    "listen.security.tls.cert_path: SSL needs the server certificate chain");
+  EXPECT_LOAD_ERROR(with_bootstrap("listen: {security: {protocol: ssl, tls: {cert_path: /c.pem}}}\n"),
+                    "listen.security.tls.key_path: SSL needs the private key");
+  auto config = load_config_string(
+      with_bootstrap("listen: {security: {protocol: SSL, tls: {cert_path: /c.pem, key_path: /k.pem, "
+                     "min_version: TLSv1.3, handshake_timeout_ms: 2500}}}\n"));
+  EXPECT_EQ(config.listen.security.protocol, "SSL");
+  EXPECT_EQ(config.listen.security.tls.min_version, "TLSv1.3");
+  EXPECT_EQ(config.listen.security.tls.handshake_timeout_ms, 2500u);
+  EXPECT_LOAD_ERROR(with_bootstrap("listen: {security: {tls: {min_version: TLSv1.1}}}\n"),
+                    "listen.security.tls.min_version: expected TLSv1.2 or TLSv1.3, got 'TLSv1.1'");
+  EXPECT_LOAD_ERROR(with_bootstrap("listen: {security: {tls: {handshake_timeout_ms: 5}}}\n"),
+                    "listen.security.tls.handshake_timeout_ms:");
+  EXPECT_LOAD_ERROR(with_bootstrap("listen: {security: {tls: {require_client_cert: true}}}\n"),
+                    "listen.security.tls.ca_cert_path: require_client_cert needs the CA");
   EXPECT_LOAD_ERROR(with_bootstrap("listen: {security: {protocol: SASL_SSL}}\n"),
                     "listen.security.protocol: SASL_SSL is not supported yet");
   EXPECT_LOAD_ERROR(with_bootstrap("  security_protocol: sasl_plaintext\n"),
