@@ -1,5 +1,7 @@
 #include "proxy/cluster_directory.h"
 
+#include "proxy/security.h"
+
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -22,7 +24,10 @@ namespace {
 // A minimal blocking Kafka exchange with a deadline, for discovery only.
 class blocking_connection {
 public:
-    blocking_connection(const reactor::socket_address& address, uint32_t timeout_ms) : timeout_ms_(timeout_ms) {
+    // With `tls`, the connection speaks TLS with `host` as server name (SNI, verification).
+    blocking_connection(const reactor::socket_address& address, uint32_t timeout_ms,
+                        std::shared_ptr<reactor::tls_context> tls = nullptr, const std::string& host = {})
+        : timeout_ms_(timeout_ms) {
         fd_ = ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd_ < 0) throw std::runtime_error(reactor::error_text(errno));
         if (::connect(fd_, address.get(), address.length) != 0 && errno != EINPROGRESS)
@@ -33,6 +38,7 @@ public:
         socklen_t length = sizeof error;
         getsockopt(fd_, SOL_SOCKET, SO_ERROR, &error, &length);
         if (error != 0) throw std::runtime_error(reactor::error_text(error));
+        if (tls) handshake(std::move(tls), host);
     }
     ~blocking_connection() {
         if (fd_ >= 0) ::close(fd_);
@@ -42,17 +48,70 @@ public:
         std::vector<std::byte> framed(4);
         protocol::store_int32_be(framed.data(), int32_t(request.size()));
         framed.insert(framed.end(), request.begin(), request.end());
-        write_all(framed);
+        send_plain(framed);
         std::vector<std::byte> size(4);
-        read_exact(size);
+        receive_plain(size);
         int32_t body_bytes = protocol::load_int32_be(size.data());
         if (body_bytes < 4 || body_bytes > 64 * 1024 * 1024) throw std::runtime_error("bad response size");
         std::vector<std::byte> body(static_cast<size_t>(body_bytes));
-        read_exact(body);
+        receive_plain(body);
         return body;
     }
 
 private:
+    // The same engine as the cores' connections, driven by blocking reads and writes.
+    void handshake(std::shared_ptr<reactor::tls_context> context, const std::string& host) {
+        tls_ = std::make_unique<reactor::tls_engine>(std::move(context), host);
+        tls_->start();
+        while (!tls_->established()) {
+            write_all(tls_->take_output());
+            if (tls_->state() == reactor::tls_state::failed) throw std::runtime_error("TLS: " + tls_->error());
+            std::vector<std::byte> chunk(16384);
+            size_t got = read_some(chunk);
+            if (!tls_->feed(std::span(chunk).first(got))) {
+                write_all(tls_->take_output());  // the alert, so the broker logs why
+                throw std::runtime_error("TLS: " + tls_->error());
+            }
+        }
+        write_all(tls_->take_output());
+    }
+    void send_plain(const std::vector<std::byte>& bytes) {
+        if (!tls_) {
+            write_all(bytes);
+            return;
+        }
+        if (!tls_->write(bytes)) throw std::runtime_error("TLS: " + tls_->error());
+        write_all(tls_->take_output());
+    }
+    void receive_plain(std::vector<std::byte>& bytes) {
+        if (!tls_) {
+            read_exact(bytes);
+            return;
+        }
+        while (plain_.size() < bytes.size()) {
+            std::vector<std::byte> chunk(16384);
+            size_t got = read_some(chunk);
+            if (!tls_->feed(std::span(chunk).first(got))) throw std::runtime_error("TLS: " + tls_->error());
+            tls_->read(plain_);
+            write_all(tls_->take_output());
+            if (tls_->state() == reactor::tls_state::closed && plain_.size() < bytes.size())
+                throw std::runtime_error("connection closed by the broker");
+        }
+        std::copy(plain_.begin(), plain_.begin() + long(bytes.size()), bytes.begin());
+        plain_.erase(plain_.begin(), plain_.begin() + long(bytes.size()));
+    }
+    size_t read_some(std::vector<std::byte>& chunk) {
+        while (true) {
+            ssize_t n = ::recv(fd_, chunk.data(), chunk.size(), 0);
+            if (n > 0) return size_t(n);
+            if (n < 0 && errno == EAGAIN) {
+                wait(POLLIN);
+                continue;
+            }
+            throw std::runtime_error(n == 0 ? "connection closed by the broker" : reactor::error_text(errno));
+        }
+    }
+
     void wait(short events) {
         pollfd entry{fd_, events, 0};
         if (::poll(&entry, 1, int(timeout_ms_)) <= 0) throw std::runtime_error("timed out");
@@ -86,6 +145,8 @@ private:
 
     int fd_ = -1;
     uint32_t timeout_ms_;
+    std::unique_ptr<reactor::tls_engine> tls_;
+    std::vector<std::byte> plain_;  // decrypted, not yet asked for
 };
 
 
@@ -177,11 +238,18 @@ int32_t store_partitions(blocking_connection& connection, int16_t version, const
 
 offset_store_result prepare_offset_store(const proxy_config& config, const cluster_directory& directory) {
     offset_store_result result;
+    std::string tls_error;
+    std::shared_ptr<reactor::tls_context> tls = broker_tls_context(config, tls_error);
+    if (!tls_error.empty()) {
+        result.fatal = true;
+        result.error = tls_error;
+        return result;
+    }
     const offset_store_settings& settings = config.offset_store;
     for (const host_port& server : config.kafka.bootstrap_servers) {
         try {
             reactor::socket_address address = reactor::resolve_address(server.host, server.port);
-            blocking_connection connection(address, config.kafka.connection_timeout_ms);
+            blocking_connection connection(address, config.kafka.connection_timeout_ms, tls, server.host);
             version_ranges ranges = api_version_ranges(connection);
             offset_store_info info;
             info.topic = settings.topic;
@@ -271,10 +339,16 @@ bool cluster_directory::same_brokers(const cluster_directory& other) const {
 
 discovery_result discover_cluster(const proxy_config& config) {
     discovery_result result;
+    std::string tls_error;
+    std::shared_ptr<reactor::tls_context> tls = broker_tls_context(config, tls_error);
+    if (!tls_error.empty()) {
+        result.error = tls_error;
+        return result;
+    }
     for (const host_port& server : config.kafka.bootstrap_servers) {
         try {
             reactor::socket_address address = reactor::resolve_address(server.host, server.port);
-            blocking_connection connection(address, config.kafka.connection_timeout_ms);
+            blocking_connection connection(address, config.kafka.connection_timeout_ms, tls, server.host);
             int16_t version = metadata_version_to_use(connection);
             auto response = connection.exchange(protocol::encode_metadata_request(version, 2, "kafka-partition-proxy"));
             auto parsed = protocol::rewrite_metadata_response(response, version,

@@ -618,9 +618,9 @@ void refuse_unimplemented_security(const proxy_config& config) {
   if (config.listen.security.tls.require_client_cert && config.listen.security.tls.ca_cert_path.empty()) {
     fail("listen.security.tls.ca_cert_path", "require_client_cert needs the CA (PEM) that signs client certificates");
   }
-  if (config.kafka.security_protocol != "PLAINTEXT") {
-    fail("kafka.security_protocol", config.kafka.security_protocol +
-                                        " is not supported yet (TLS and SASL are planned); use PLAINTEXT");
+  const std::string& kafka = config.kafka.security_protocol;
+  if (kafka == "SASL_PLAINTEXT" || kafka == "SASL_SSL") {
+    fail("kafka.security_protocol", kafka + " is not supported yet (SASL is planned); use SSL or PLAINTEXT");
   }
 }
 

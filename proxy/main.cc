@@ -21,6 +21,7 @@
 #include "proxy/logging.h"
 #include "proxy/metrics.h"
 #include "proxy/shard_server.h"
+#include "proxy/security.h"
 #include "reactor/tls.h"
 #include "reactor/errors.h"
 #include "reactor/shard_group.h"
@@ -209,27 +210,38 @@ int run_proxy(const cli_options& options) {
     runtime.advertised = advertised_address_of(config.listen);
     runtime.aliases.set_entries_max(config.producers.aliases_max);
     runtime.instance_id = instance_name();
-    if (config.listen.security.protocol == "SSL") {
-        const listen_tls_settings& tls = config.listen.security.tls;
-        reactor::tls_settings settings;
-        settings.role = reactor::tls_role::server;
-        settings.cert_path = tls.cert_path;
-        settings.key_path = tls.key_path;
-        settings.ca_cert_path = tls.ca_cert_path;
-        settings.require_client_cert = tls.require_client_cert;
-        settings.min_version = tls.min_version;
+    {
         std::string error;
-        runtime.client_tls = reactor::tls_context::create(settings, error);
-        if (!runtime.client_tls) {
-            spdlog::error("configuration error: listen.security.tls.{}", error);
+        runtime.client_tls = listener_tls_context(config, error);
+        if (!error.empty()) {
+            spdlog::error("configuration error: {}", error);
             return 2;
         }
-        // Decided here for every connection: the kernel path needs the kernel's TLS ULP.
-        spdlog::info("TLS toward clients: {} or newer, client certificates {}; kernel TLS {} (record layer in {})",
-                     tls.min_version,
-                     tls.require_client_cert ? "required" : (tls.ca_cert_path.empty() ? "not asked for" : "optional"),
-                     reactor::kernel_tls_offered() ? "offered by this kernel" : "not offered by this kernel",
-                     "the proxy (OpenSSL)");
+        runtime.broker_tls = broker_tls_context(config, error);
+        if (!error.empty()) {
+            spdlog::error("configuration error: {}", error);
+            return 2;
+        }
+        // Decided once for every connection: the kernel path needs the kernel's TLS ULP.
+        std::string kernel = reactor::kernel_tls_offered() ? "offered by this kernel" : "not offered by this kernel";
+        if (runtime.client_tls) {
+            const listen_tls_settings& tls = config.listen.security.tls;
+            spdlog::info("TLS toward clients: {} or newer, client certificates {}; kernel TLS {}, record layer in the "
+                         "proxy (OpenSSL)",
+                         tls.min_version,
+                         tls.require_client_cert ? "required" : (tls.ca_cert_path.empty() ? "not asked for" : "optional"),
+                         kernel);
+        }
+        if (runtime.broker_tls) {
+            const tls_client_settings& tls = config.kafka.tls;
+            spdlog::info("TLS toward brokers: CA {}, client certificate {}; kernel TLS {}, record layer in the proxy "
+                         "(OpenSSL)",
+                         tls.ca_cert_path.empty() ? std::string("the system's roots") : tls.ca_cert_path,
+                         tls.cert_path.empty() ? std::string("none") : tls.cert_path, kernel);
+            if (tls.insecure_skip_verify)
+                spdlog::warn("kafka.tls.insecure_skip_verify: broker certificates and host names are NOT checked; "
+                             "anyone on the path can read and change the traffic");
+        }
     }
     if (const char* verify = std::getenv("KPP_VERIFY_PROTOCOL"); verify && std::string(verify) == "1") {
         runtime.verify_protocol = true;

@@ -165,10 +165,11 @@ std::vector<prometheus::MetricFamily> metrics_registry::Collect() const {
         families.push_back(std::move(family));
     };
     labelled("kpp_tls_handshakes_total", "TLS handshakes completed, by side", "side",
-             {{"client", &shard_metrics::tls_client_handshakes}});
+             {{"client", &shard_metrics::tls_client_handshakes}, {"broker", &shard_metrics::tls_broker_handshakes}});
     labelled("kpp_tls_handshake_failures_total",
              "TLS handshakes that failed or did not finish within the handshake timeout, by side", "side",
-             {{"client", &shard_metrics::tls_client_handshake_failures}});
+             {{"client", &shard_metrics::tls_client_handshake_failures},
+              {"broker", &shard_metrics::tls_broker_handshake_failures}});
     labelled("kpp_tls_connections_total", "TLS connections by where the record layer runs", "mode",
              {{"userspace", &shard_metrics::tls_userspace_connections},
               {"kernel", &shard_metrics::tls_kernel_connections}});

@@ -67,6 +67,8 @@ struct alignas(64) shard_metrics {
     std::atomic<uint64_t> txn_takeovers{0};
     std::atomic<uint64_t> tls_client_handshakes{0};          // TLS handshakes completed with clients
     std::atomic<uint64_t> tls_client_handshake_failures{0};  // failed, or not finished in time
+    std::atomic<uint64_t> tls_broker_handshakes{0};          // TLS handshakes completed with brokers
+    std::atomic<uint64_t> tls_broker_handshake_failures{0};
     std::atomic<uint64_t> tls_userspace_connections{0};      // TLS connections on OpenSSL in the proxy
     std::atomic<uint64_t> tls_kernel_connections{0};         // TLS connections with the record layer in the kernel               // open transactions met without state (client aborts)                 // batches refused (out of order, fenced, unknown stream)
 

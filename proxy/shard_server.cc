@@ -61,6 +61,7 @@ void shard_server::on_accept(void* context, int fd) {
 
 bool shard_server::target_for(int32_t node_id, upstream_target& target) {
     target.node_id = node_id;
+    target.tls = runtime_.broker_tls;
     if (node_id < 0) {
         // Round robin over the bootstrap servers, then every known broker as a fallback.
         const auto& servers = runtime_.bootstrap_addresses;
@@ -68,21 +69,23 @@ bool shard_server::target_for(int32_t node_id, upstream_target& target) {
         for (size_t offset = 0; offset < servers.size(); ++offset) {
             size_t index = (first + offset) % servers.size();
             target.endpoints.push_back(
-                {servers[index], "bootstrap server " + runtime_.config.kafka.bootstrap_servers[index].to_string()});
+                {servers[index], "bootstrap server " + runtime_.config.kafka.bootstrap_servers[index].to_string(),
+                 runtime_.config.kafka.bootstrap_servers[index].host});
         }
         if (directory_) {
             for (const auto& [id, broker] : directory_->brokers) {
                 bool listed = false;
                 for (const auto& endpoint : target.endpoints)
                     listed |= endpoint.address.to_string() == broker.address.to_string();
-                if (!listed) target.endpoints.push_back({broker.address, describe_broker(broker)});
+                if (!listed)
+                    target.endpoints.push_back({broker.address, describe_broker(broker), broker.advertised.host});
             }
         }
         return true;
     }
     const upstream_broker* broker = directory_ ? directory_->find(node_id) : nullptr;
     if (!broker) return false;
-    target.endpoints.push_back({broker->address, describe_broker(*broker)});
+    target.endpoints.push_back({broker->address, describe_broker(*broker), broker->advertised.host});
     return true;
 }
 

@@ -71,6 +71,7 @@ struct proxy_runtime {
     alias_registry aliases;                 // producer aliases resolved by any core
     shared_txn_sequences transactions;      // transactional sequences, for every core
     std::shared_ptr<reactor::tls_context> client_tls;  // listen.security.protocol SSL; null: plaintext
+    std::shared_ptr<reactor::tls_context> broker_tls;  // kafka.security_protocol SSL; null: plaintext
     std::string instance_id;                // names this process in the store's alias records
 };
 

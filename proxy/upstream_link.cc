@@ -118,7 +118,12 @@ void upstream_link::on_connected(void* context, int result) {
     }
     link.state_ = state::connected;
     link.endpoints_tried_ = 0;
+    link.tls_established_ = false;
     link.socket_ = std::make_unique<reactor::stream_socket>(link.loop_, result, link);
+    if (link.target_.tls) {
+        link.socket_->enable_tls(std::make_unique<reactor::tls_engine>(link.target_.tls, link.target_.endpoint().host));
+        bump(link.metrics_.tls_userspace_connections);
+    }
     link.socket_->start_receive();
     if (link.receive_paused_) link.socket_->pause_receive();
     for (auto& pieces : link.waiting_) link.socket_->send(pieces);
@@ -158,6 +163,10 @@ void upstream_link::on_retry_timer(reactor::timer&, void* context) {
 
 void upstream_link::on_data(reactor::byte_slice chunk) {
     bump(metrics_.bytes_from_upstream, chunk.length);
+    if (!tls_established_ && socket_ && socket_->tls()) {
+        tls_established_ = true;  // plaintext comes only after the handshake
+        bump(metrics_.tls_broker_handshakes);
+    }
     bool under_pressure = loop_.buffers().available() < loop_.buffers().count() / 4;
     auto status = assembler_.feed(std::move(chunk), under_pressure, [this](protocol::frame&& response) {
         if (state_ != state::connected) return;
@@ -182,6 +191,11 @@ void upstream_link::on_data(reactor::byte_slice chunk) {
 
 void upstream_link::on_end(int error) {
     if (state_ != state::connected) return;
+    if (const reactor::tls_engine* tls = socket_->tls(); tls && tls->state() == reactor::tls_state::failed) {
+        if (!tls_established_) bump(metrics_.tls_broker_handshake_failures);
+        fail("TLS toward " + target_.endpoint().description + " failed: " + tls->error());
+        return;
+    }
     if (in_flight_.empty() && silent_reconnect_allowed_) {
         // The broker closed an idle connection (connections.max.idle.ms): reconnect on demand.
         spdlog::debug("{} closed an idle connection; will reconnect on the next request", target_.endpoint().description);

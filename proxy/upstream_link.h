@@ -17,12 +17,14 @@
 #include "reactor/connector.h"
 #include "reactor/event_loop.h"
 #include "reactor/stream_socket.h"
+#include "reactor/tls.h"
 
 namespace kpp {
 
 struct upstream_endpoint {
     reactor::socket_address address;
     std::string description;  // for log lines: "broker 2 at 10.0.0.5:9092"
+    std::string host;         // as configured or advertised: TLS server name (SNI, verification)
 };
 
 struct upstream_target {
@@ -31,6 +33,8 @@ struct upstream_target {
     // port every bootstrap server and known broker, so one broker down delays nobody.
     std::vector<upstream_endpoint> endpoints;
     size_t current = 0;
+    // kafka.security_protocol SSL: every connection of this target speaks TLS; null: plaintext.
+    std::shared_ptr<reactor::tls_context> tls;
 
     const upstream_endpoint& endpoint() const { return endpoints[current]; }
 };
@@ -96,6 +100,7 @@ private:
     static void on_connected(void* context, int result);
     static void on_retry_timer(reactor::timer& self, void* context);
 
+    bool tls_established_ = false;  // this connection's TLS handshake completed
     reactor::event_loop& loop_;
     owner& session_;
     upstream_target target_;

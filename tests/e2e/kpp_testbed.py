@@ -237,13 +237,15 @@ def mock_cluster_bin() -> str:
 class Proxy:
     """kafka-partition-proxy in front of one mock cluster. Without `extra_config` the config
     has no mapping (everything passes through); `extra_config` is YAML appended to the file,
-    e.g. a `mapping:` section; `listen_extra` goes under `listen:` (e.g. `security:`)."""
+    e.g. a `mapping:` section; `listen_extra` goes under `listen:` (e.g. `security:`),
+    `kafka_extra` under `kafka:` (e.g. `security_protocol:` and `tls:`)."""
 
     def __init__(self, upstream: MockCluster, log_dir: Path, name: str, extra_config: str = "",
-                 listen_extra: str = ""):
+                 listen_extra: str = "", kafka_extra: str = ""):
         self.upstream = upstream
         self.extra_config = extra_config
         self.listen_extra = listen_extra  # YAML lines under `listen:`, indented two spaces
+        self.kafka_extra = kafka_extra    # YAML lines under `kafka:`, indented two spaces
         self.port = free_port()
         self.metrics_port = free_port()
         self.broker_port_base = free_port_base(upstream.broker_count)
@@ -274,6 +276,7 @@ class Proxy:
             + self.listen_extra +
             "kafka:\n"
             f"  bootstrap_servers: [{upstream}]\n"
+            + self.kafka_extra +
             "metrics:\n"
             f'  address: "127.0.0.1:{self.metrics_port}"\n'
             "logging: { level: debug }\n"

@@ -297,7 +297,7 @@ class StrictBroker:
     so kpp_testbed.Proxy can stand in front of it."""
 
     def __init__(self, log_dir: Path, topics: dict[str, int], strict: bool = True,
-                 drop_answer_every: int = 0, name: str = "strict-broker"):
+                 drop_answer_every: int = 0, name: str = "strict-broker", advertise: str | None = None):
         binary = mem_broker_bin()
         if not os.access(binary, os.X_OK):
             raise AssertionError(f"kpp-mem-broker binary {binary} not found (set KPP_MEM_BROKER_BIN)")
@@ -309,6 +309,8 @@ class StrictBroker:
             argv.append("--strict-producers")
         if drop_answer_every > 0:
             argv += ["--drop-answer-every", str(drop_answer_every)]
+        if advertise:  # host:port the broker names in Metadata (a front in between)
+            argv += ["--advertise", advertise]
         self.kind = "mem-broker"
         self.broker_count = 1
         self.log_path = log_dir / f"{name}.stderr.log"
@@ -317,7 +319,7 @@ class StrictBroker:
         if not first.startswith("BOOTSTRAP "):
             raise AssertionError(f"kpp-mem-broker: expected a BOOTSTRAP line, got {first!r}")
         self.bootstrap = first.split(" ", 1)[1].strip()
-        self.broker_addresses = {1: tb.parse_bootstrap(self.bootstrap)[0]}
+        self.broker_addresses = {1: tb.parse_bootstrap(advertise or self.bootstrap)[0]}
         self.ports = {port for _, port in self.broker_addresses.values()}
         self.exit_code: int | None = None
 

@@ -194,3 +194,108 @@ def test_start_up_names_the_setting_of_a_bad_certificate(mock202, pki, tmp_path)
     output = (result.stdout + result.stderr).decode()
     assert result.returncode == 2, output
     assert "listen.security.tls.key_path" in output and "does not match" in output, output
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS toward brokers: HAProxy (Debian's, a TLS server this project did not write) terminates
+# TLS in front of the in-memory broker, which advertises HAProxy's port.
+
+
+class TlsFrontedBroker:
+    """kpp-mem-broker behind an HAProxy TLS front; shaped like the other upstreams of
+    kpp_testbed.Proxy (bootstrap, broker_addresses, broker_count)."""
+
+    def __init__(self, log_dir: Path, topics: dict[str, int], pem: Path, name: str):
+        import producer_audit
+
+        self.front_port = tb.free_port()
+        self.broker = producer_audit.StrictBroker(log_dir, topics, strict=False, name=f"{name}-broker",
+                                                  advertise=f"127.0.0.1:{self.front_port}")
+        config = log_dir / f"{name}-haproxy.cfg"
+        config.write_text(
+            "global\n  maxconn 1000\n"
+            "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n"
+            f"frontend tls\n  bind 127.0.0.1:{self.front_port} ssl crt {pem}\n  default_backend broker\n"
+            f"backend broker\n  server b1 {self.broker.bootstrap}\n")
+        self.haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=subprocess.DEVNULL,
+                                        stderr=open(log_dir / f"{name}-haproxy.log", "wb"))
+        tb.wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", self.front_port)) == 0, 10, "HAProxy")
+        self.kind = "mem-broker"
+        self.broker_count = 1
+        self.bootstrap = f"127.0.0.1:{self.front_port}"
+        self.broker_addresses = {1: ("127.0.0.1", self.front_port)}
+        self.topics = self.broker.topics
+
+    def create_topic(self, name: str, partitions: int = 10) -> int:
+        return self.broker.create_topic(name, partitions)
+
+    def stop(self) -> None:
+        self.haproxy.terminate()
+        self.haproxy.wait(timeout=10)
+        self.broker.stop()
+
+
+def haproxy_pem(pki: Path, name: str) -> Path:
+    pem = pki / f"{name}-haproxy.pem"
+    pem.write_bytes((pki / f"{name}.pem").read_bytes() + (pki / f"{name}.key").read_bytes())
+    return pem
+
+
+def tls_upstream(ca: Path) -> str:
+    return f"  security_protocol: SSL\n  tls:\n    ca_cert_path: {ca}\n"
+
+
+@pytest.fixture(scope="module")
+def wrong_name_cert(pki) -> Path:
+    """A certificate from the same CA for another host only: no 127.0.0.1 in it."""
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "wrong.key",
+            "-out", "wrong.csr", "-subj", "/O=kpp/CN=broker.example.com", cwd=pki)
+    (pki / "wrong.ext").write_text("subjectAltName=DNS:broker.example.com\n")
+    openssl("x509", "-req", "-in", "wrong.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "wrong.pem", "-days", "2", "-extfile", "wrong.ext", cwd=pki)
+    return haproxy_pem(pki, "wrong")
+
+
+def test_virtual_partitions_through_a_tls_upstream(pki, tmp_path):
+    topic = tb.unique_name("vp-tls-up")
+    upstream = TlsFrontedBroker(tmp_path, {topic: PHYSICAL}, haproxy_pem(pki, "server"), "tls-up")
+    proxy = None
+    try:
+        proxy = tb.Proxy(upstream, tmp_path, "tls-up-proxy", VIRTUAL_MAPPING_202,
+                         kafka_extra=tls_upstream(pki / "ca.pem"))
+        expected = tb.expected_values("up", VIRTUAL, 2)
+        acked, failed = tb.confluent_produce(proxy.bootstrap, topic, expected)
+        assert not failed and len(acked) == VIRTUAL * 2, failed[:5]
+        reads = vs.read_partitions(proxy.bootstrap, topic, [0, 9, 10, 55, 99])
+        tb.check_partition_streams(vs.as_stream(reads), {v: expected[v] for v in (0, 9, 10, 55, 99)})
+        metrics = samples(proxy)
+        assert metrics.get('kpp_tls_handshakes_total{side="broker"}', 0) >= 1, metrics
+        assert metrics.get('kpp_tls_handshake_failures_total{side="broker"}', 0) == 0
+        assert "TLS toward brokers" in proxy.log_tail(400)
+    finally:
+        if proxy:
+            proxy.stop()
+        upstream.stop()
+
+
+@pytest.mark.parametrize("case", ["wrong-ca", "wrong-name"])
+def test_an_untrusted_upstream_is_refused_with_a_clear_message(pki, wrong_name_cert, tmp_path, case):
+    """A broker certificate from another CA, or for another host name, is never talked to:
+    start-up waits for the upstream and the log says why."""
+    topic = tb.unique_name("vp-tls-bad")
+    pem = wrong_name_cert if case == "wrong-name" else haproxy_pem(pki, "server")
+    upstream = TlsFrontedBroker(tmp_path, {topic: PHYSICAL}, pem, f"tls-{case}")
+    ca = pki / "ca.pem"
+    if case == "wrong-ca":
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", "other-ca.key", "-out", "other-ca.pem", "-days", "2", "-subj", "/CN=other", cwd=pki)
+        ca = pki / "other-ca.pem"
+    try:
+        with pytest.raises(AssertionError):
+            tb.Proxy(upstream, tmp_path, f"tls-{case}-proxy", VIRTUAL_MAPPING_202, kafka_extra=tls_upstream(ca))
+        log = (tmp_path / f"tls-{case}-proxy.log").read_text(errors="replace")
+        want = "certificate verification failed"
+        assert want in log, log[-3000:]
+        assert ("IP address mismatch" in log) == (case == "wrong-name"), log[-3000:]
+    finally:
+        upstream.stop()
