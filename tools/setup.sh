@@ -99,7 +99,7 @@ install_debian_packages() {
     golang-go golang-github-shopify-sarama-dev
     python3 python3-pytest python3-confluent-kafka python3-kafka
     python3-snappy python3-lz4 python3-zstandard
-    curl procps valgrind ca-certificates haproxy
+    curl procps valgrind ca-certificates haproxy openssl
   )
   # Node only when absent: a NodeSource or hand-installed node must not be replaced.
   if ! command -v node >/dev/null 2>&1; then wanted+=(nodejs); fi
