@@ -145,65 +145,26 @@ void check_virtual_partitions(exchange_env& env, const topics_type& topics, std:
     }
 }
 
-class offset_commit_exchange final : public request_exchange {
-public:
-    offset_commit_exchange(exchange_env& env, const client_request& request, messages::offset_commit_request decoded)
-        : version_(request.header.fixed.api_version), header_tail_(request.header_tail), request_(std::move(decoded)),
-          store_partition_(env.server.store().partition_of(request_.group_id)) {
+// What OffsetCommit and TxnOffsetCommit share: the request's local errors, the physical
+// commit (the lowest virtual offset of each physical partition touched, with the request
+// applied), the virtual records for the store, the broker's per-partition errors mapped
+// back, and the answer. They differ in order: OffsetCommit commits physically first and
+// writes the store only for what the broker accepted; TxnOffsetCommit writes the store
+// inside the client's transaction first (both vanish with an abort).
+template <typename request_type, typename response_type>
+class commit_exchange : public request_exchange {
+protected:
+    commit_exchange(exchange_env& env, const client_request& request, request_type decoded, int16_t api_key)
+        : api_key_(api_key), version_(request.header.fixed.api_version), header_tail_(request.header_tail),
+          request_(std::move(decoded)), store_partition_(env.server.store().partition_of(request_.group_id)) {
         check_virtual_partitions(env, request_.topics, mappings_, errors_);
         read_ = start_store(env, [&](store_done done) { env.server.store().sync(store_partition_, std::move(done)); });
     }
 
-    bool on_event(exchange_env& env) override {
-        if (stage_ == stage::reading) {
-            if (!read_->done) return false;
-            if (read_->error != 0) return answer_all(read_->error);
-            return commit_physical(env);
-        }
-        if (stage_ == stage::writing) {
-            if (!write_->done) return false;
-            if (write_->error != 0)
-                for (auto [t, i] : written_) errors_[t][i] = write_->error;
-            return finish();
-        }
-        return false;
-    }
-
-    bool on_response(exchange_env& env, protocol::frame&& response) override {
-        auto decoded = decode_answer<messages::offset_commit_response>(env, response, offset_commit_key, version_);
-        if (!decoded) return answer_all(exchange_util::unknown_server_error);
-        throttle_ms_ = decoded->throttle_time_ms;
-        auto physical_error = [&](const std::string& name, int32_t partition) -> int16_t {
-            for (const auto& topic : decoded->topics)
-                if (topic.name == name)
-                    for (const auto& entry : topic.partitions)
-                        if (entry.partition_index == partition) return entry.error_code;
-            return exchange_util::unknown_server_error;
-        };
-        for (size_t t = 0; t < request_.topics.size(); ++t) {
-            const auto& topic = request_.topics[t];
-            for (size_t i = 0; i < topic.partitions.size(); ++i) {
-                if (errors_[t][i] != 0) continue;
-                int32_t partition = topic.partitions[i].partition_index;
-                if (!mappings_[t].remapped()) {
-                    errors_[t][i] = physical_error(topic.name, partition);
-                } else if (physically_committed_.count({t, partition % mappings_[t].physical_partitions})) {
-                    errors_[t][i] = physical_error(topic.name, partition % mappings_[t].physical_partitions);
-                }
-            }
-        }
-        return write_virtual(env);
-    }
-
-private:
-    enum class stage { reading, committing, writing };
-
-    // The physical commit: for every physical partition a virtual one of this request lies
-    // on, the lowest committed offset of its virtual partitions with this request applied.
-    bool commit_physical(exchange_env& env) {
-        stage_ = stage::committing;
+    // Sends the physical commit (true: nothing to send, the caller goes on).
+    bool send_physical(exchange_env& env) {
         const offset_cache& cache = env.server.store().cache(store_partition_);
-        messages::offset_commit_request physical = request_;
+        request_type physical = request_;
         physical.topics.clear();
         for (size_t t = 0; t < request_.topics.size(); ++t) {
             const auto& topic = request_.topics[t];
@@ -211,11 +172,11 @@ private:
                 physical.topics.push_back(topic);
                 continue;
             }
-            messages::offset_commit_request::topics_element out;
+            typename request_type::topics_element out;
             out.name = topic.name;
             for (const physical_commit& commit :
                  physical_commits(cache, request_.group_id, topic.name, mappings_[t], topic.partitions, errors_[t])) {
-                messages::offset_commit_request::topics_element::partitions_element entry;
+                typename request_type::topics_element::partitions_element entry;
                 entry.partition_index = commit.partition;
                 entry.committed_offset = commit.offset;
                 entry.committed_leader_epoch = -1;
@@ -225,106 +186,16 @@ private:
             }
             if (!out.partitions.empty()) physical.topics.push_back(std::move(out));
         }
-        if (physical.topics.empty()) return write_virtual(env);
-        send_message(env, header_tail_, offset_commit_key, version_, physical);
+        if (physical.topics.empty()) return true;
+        send_message(env, header_tail_, api_key_, version_, physical);
         return false;
     }
 
-    bool write_virtual(exchange_env& env) {
-        std::vector<store_record> records;
-        int64_t now_ms = offset_store::wall_clock_ms();
-        for (size_t t = 0; t < request_.topics.size(); ++t) {
-            if (!mappings_[t].remapped()) continue;
-            const auto& topic = request_.topics[t];
-            for (size_t i = 0; i < topic.partitions.size(); ++i) {
-                if (errors_[t][i] != 0) continue;
-                const auto& entry = topic.partitions[i];
-                offset_value value{entry.committed_offset, entry.committed_leader_epoch, entry.committed_metadata, now_ms};
-                records.push_back({{request_.group_id, topic.name, entry.partition_index}, std::move(value)});
-                written_.push_back({t, i});
-            }
-        }
-        if (records.empty()) return finish();
-        stage_ = stage::writing;
-        write_ = start_store(env, [&](store_done done) {
-            env.server.store().write(store_partition_, std::move(records), std::move(done));
-        });
-        return false;
-    }
-
-    bool answer_all(int16_t error) {
-        for (auto& topic : errors_)
-            for (auto& entry : topic)
-                if (entry == 0) entry = error;
-        return finish();
-    }
-
-    bool finish() {
-        messages::offset_commit_response out;
-        out.throttle_time_ms = throttle_ms_;
-        for (size_t t = 0; t < request_.topics.size(); ++t) {
-            messages::offset_commit_response::topics_element topic;
-            topic.name = request_.topics[t].name;
-            for (size_t i = 0; i < request_.topics[t].partitions.size(); ++i)
-                topic.partitions.push_back({request_.topics[t].partitions[i].partition_index, errors_[t][i]});
-            out.topics.push_back(std::move(topic));
-        }
-        answer = encode_response(offset_commit_key, version_, out);
-        return true;
-    }
-
-    int16_t version_;
-    byte_slice header_tail_;
-    messages::offset_commit_request request_;
-    int32_t store_partition_;
-    std::vector<topic_mapping> mappings_;
-    std::vector<std::vector<int16_t>> errors_;  // per request topic and partition
-    std::set<std::pair<size_t, int32_t>> physically_committed_;  // (topic index, p)
-    std::vector<std::pair<size_t, size_t>> written_;
-    std::shared_ptr<store_cell> read_;
-    std::shared_ptr<store_cell> write_;
-    stage stage_ = stage::reading;
-    int32_t throttle_ms_ = 0;
-};
-
-// ---------------------------------------------------------------------------------------
-// TxnOffsetCommit
-
-// TxnOffsetCommit naming mapped topics (DESIGN.md section 2, "Transactional producers"): the
-// group's store partition is read to its end, the virtual offsets are written to it inside
-// the client's transaction (the proxy adds the store partition to the transaction and
-// produces with the client's producer id and epoch), then the physical minimum goes to the
-// group coordinator in the client's TxnOffsetCommit. The commit or abort marker of the
-// client's EndTxn makes both visible or discards both.
-class txn_offset_commit_exchange final : public request_exchange {
-public:
-    txn_offset_commit_exchange(exchange_env& env, const client_request& request,
-                               messages::txn_offset_commit_request decoded)
-        : version_(request.header.fixed.api_version), header_tail_(request.header_tail), request_(std::move(decoded)),
-          store_partition_(env.server.store().partition_of(request_.group_id)) {
-        check_virtual_partitions(env, request_.topics, mappings_, errors_);
-        read_ = start_store(env, [&](store_done done) { env.server.store().sync(store_partition_, std::move(done)); });
-    }
-
-    bool on_event(exchange_env& env) override {
-        if (stage_ == stage::reading) {
-            if (!read_->done) return false;
-            if (read_->error != 0) return answer_all(read_->error);
-            return write_virtual(env);
-        }
-        if (stage_ == stage::writing) {
-            if (!write_->done) return false;
-            // Nothing of the client's offsets may count without the virtual ones: the client
-            // retries or aborts.
-            if (write_->error != 0) return answer_all(write_->error);
-            return commit_physical(env);
-        }
-        return false;
-    }
-
-    bool on_response(exchange_env& env, protocol::frame&& response) override {
-        auto decoded = decode_answer<messages::txn_offset_commit_response>(env, response, txn_offset_commit_key, version_);
-        if (!decoded) return answer_all(exchange_util::unknown_server_error);
+    // The broker's answer to the physical commit: its errors for unmapped partitions, and
+    // for virtual partitions whose physical partition was committed. False: it does not decode.
+    bool take_physical_errors(exchange_env& env, protocol::frame& response) {
+        auto decoded = decode_answer<response_type>(env, response, api_key_, version_);
+        if (!decoded) return false;
         throttle_ms_ = decoded->throttle_time_ms;
         auto physical_error = [&](const std::string& name, int32_t partition) -> int16_t {
             for (const auto& topic : decoded->topics)
@@ -344,13 +215,11 @@ public:
                     errors_[t][i] = physical_error(topic.name, partition % mappings_[t].physical_partitions);
             }
         }
-        return finish();
+        return true;
     }
 
-private:
-    enum class stage { reading, writing, committing };
-
-    bool write_virtual(exchange_env& env) {
+    // Store records for the mapped entries without an error; `written` lists them.
+    std::vector<store_record> virtual_records(std::vector<std::pair<size_t, size_t>>& written) const {
         std::vector<store_record> records;
         int64_t now_ms = offset_store::wall_clock_ms();
         for (size_t t = 0; t < request_.topics.size(); ++t) {
@@ -361,46 +230,10 @@ private:
                 const auto& entry = topic.partitions[i];
                 offset_value value{entry.committed_offset, entry.committed_leader_epoch, entry.committed_metadata, now_ms};
                 records.push_back({{request_.group_id, topic.name, entry.partition_index}, std::move(value)});
+                written.push_back({t, i});
             }
         }
-        if (records.empty()) return commit_physical(env);
-        stage_ = stage::writing;
-        store_transaction transaction{request_.transactional_id, request_.producer_id, request_.producer_epoch};
-        write_ = start_store(env, [&](store_done done) {
-            env.server.store().write_in_transaction(store_partition_, std::move(records), std::move(transaction),
-                                                    std::move(done));
-        });
-        return false;
-    }
-
-    bool commit_physical(exchange_env& env) {
-        stage_ = stage::committing;
-        const offset_cache& cache = env.server.store().cache(store_partition_);
-        messages::txn_offset_commit_request physical = request_;
-        physical.topics.clear();
-        for (size_t t = 0; t < request_.topics.size(); ++t) {
-            const auto& topic = request_.topics[t];
-            if (!mappings_[t].remapped()) {
-                physical.topics.push_back(topic);
-                continue;
-            }
-            messages::txn_offset_commit_request::topics_element out;
-            out.name = topic.name;
-            for (const physical_commit& commit :
-                 physical_commits(cache, request_.group_id, topic.name, mappings_[t], topic.partitions, errors_[t])) {
-                messages::txn_offset_commit_request::topics_element::partitions_element entry;
-                entry.partition_index = commit.partition;
-                entry.committed_offset = commit.offset;
-                entry.committed_leader_epoch = -1;
-                entry.committed_metadata = commit.metadata;
-                out.partitions.push_back(std::move(entry));
-                physically_committed_.insert({t, commit.partition});
-            }
-            if (!out.partitions.empty()) physical.topics.push_back(std::move(out));
-        }
-        if (physical.topics.empty()) return finish();
-        send_message(env, header_tail_, txn_offset_commit_key, version_, physical);
-        return false;
+        return records;
     }
 
     bool answer_all(int16_t error) {
@@ -411,30 +244,132 @@ private:
     }
 
     bool finish() {
-        messages::txn_offset_commit_response out;
+        response_type out;
         out.throttle_time_ms = throttle_ms_;
         for (size_t t = 0; t < request_.topics.size(); ++t) {
-            messages::txn_offset_commit_response::topics_element topic;
+            typename response_type::topics_element topic;
             topic.name = request_.topics[t].name;
             for (size_t i = 0; i < request_.topics[t].partitions.size(); ++i)
                 topic.partitions.push_back({request_.topics[t].partitions[i].partition_index, errors_[t][i]});
             out.topics.push_back(std::move(topic));
         }
-        answer = encode_response(txn_offset_commit_key, version_, out);
+        answer = encode_response(api_key_, version_, out);
         return true;
     }
 
+    int16_t api_key_;
     int16_t version_;
     byte_slice header_tail_;
-    messages::txn_offset_commit_request request_;
+    request_type request_;
     int32_t store_partition_;
     std::vector<topic_mapping> mappings_;
-    std::vector<std::vector<int16_t>> errors_;
-    std::set<std::pair<size_t, int32_t>> physically_committed_;
+    std::vector<std::vector<int16_t>> errors_;  // per request topic and partition
+    std::set<std::pair<size_t, int32_t>> physically_committed_;  // (topic index, p)
     std::shared_ptr<store_cell> read_;
     std::shared_ptr<store_cell> write_;
-    stage stage_ = stage::reading;
     int32_t throttle_ms_ = 0;
+};
+
+class offset_commit_exchange final
+    : public commit_exchange<messages::offset_commit_request, messages::offset_commit_response> {
+public:
+    offset_commit_exchange(exchange_env& env, const client_request& request, messages::offset_commit_request decoded)
+        : commit_exchange(env, request, std::move(decoded), offset_commit_key) {}
+
+    bool on_event(exchange_env& env) override {
+        if (stage_ == stage::reading) {
+            if (!read_->done) return false;
+            if (read_->error != 0) return answer_all(read_->error);
+            stage_ = stage::committing;
+            return send_physical(env) && write_virtual(env);
+        }
+        if (stage_ == stage::writing) {
+            if (!write_->done) return false;
+            if (write_->error != 0)
+                for (auto [t, i] : written_) errors_[t][i] = write_->error;
+            return finish();
+        }
+        return false;
+    }
+
+    bool on_response(exchange_env& env, protocol::frame&& response) override {
+        if (!take_physical_errors(env, response)) return answer_all(exchange_util::unknown_server_error);
+        return write_virtual(env);
+    }
+
+private:
+    enum class stage { reading, committing, writing };
+
+    // Only for what the broker accepted.
+    bool write_virtual(exchange_env& env) {
+        std::vector<store_record> records = virtual_records(written_);
+        if (records.empty()) return finish();
+        stage_ = stage::writing;
+        write_ = start_store(env, [&](store_done done) {
+            env.server.store().write(store_partition_, std::move(records), std::move(done));
+        });
+        return false;
+    }
+
+    std::vector<std::pair<size_t, size_t>> written_;
+    stage stage_ = stage::reading;
+};
+
+// TxnOffsetCommit naming mapped topics (DESIGN.md section 2, "Transactional producers"): the
+// group's store partition is read to its end, the virtual offsets are written to it inside
+// the client's transaction (the proxy adds the store partition to the transaction and
+// produces with the client's producer id and epoch), then the physical minimum goes to the
+// group coordinator in the client's TxnOffsetCommit. The commit or abort marker of the
+// client's EndTxn makes both visible or discards both.
+class txn_offset_commit_exchange final
+    : public commit_exchange<messages::txn_offset_commit_request, messages::txn_offset_commit_response> {
+public:
+    txn_offset_commit_exchange(exchange_env& env, const client_request& request,
+                               messages::txn_offset_commit_request decoded)
+        : commit_exchange(env, request, std::move(decoded), txn_offset_commit_key) {}
+
+    bool on_event(exchange_env& env) override {
+        if (stage_ == stage::reading) {
+            if (!read_->done) return false;
+            if (read_->error != 0) return answer_all(read_->error);
+            return write_virtual(env);
+        }
+        if (stage_ == stage::writing) {
+            if (!write_->done) return false;
+            // Nothing of the client's offsets may count without the virtual ones: the client
+            // retries or aborts.
+            if (write_->error != 0) return answer_all(write_->error);
+            stage_ = stage::committing;
+            return send_physical(env) && finish();
+        }
+        return false;
+    }
+
+    bool on_response(exchange_env& env, protocol::frame&& response) override {
+        if (!take_physical_errors(env, response)) return answer_all(exchange_util::unknown_server_error);
+        return finish();
+    }
+
+private:
+    enum class stage { reading, writing, committing };
+
+    bool write_virtual(exchange_env& env) {
+        std::vector<std::pair<size_t, size_t>> written;
+        std::vector<store_record> records = virtual_records(written);
+        if (records.empty()) {
+            stage_ = stage::committing;
+            return send_physical(env) && finish();
+        }
+        stage_ = stage::writing;
+        store_transaction transaction{request_.transactional_id, request_.producer_id, request_.producer_epoch};
+        write_ = start_store(env, [&](store_done done) {
+            env.server.store().write_in_transaction(store_partition_, std::move(records), std::move(transaction),
+                                                    std::move(done));
+        });
+        return false;
+    }
+
+    stage stage_ = stage::reading;
 };
 
 // ---------------------------------------------------------------------------------------
