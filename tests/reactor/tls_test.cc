@@ -23,31 +23,14 @@ namespace fs = std::filesystem;
 using testing::pki;
 
 std::shared_ptr<tls_context> server_context(bool require_client_cert = false) {
-    tls_settings settings;
-    settings.role = tls_role::server;
-    settings.cert_path = pki().cert("server");
-    settings.key_path = pki().key("server");
-    if (require_client_cert) {
-        settings.ca_cert_path = pki().cert("ca");
-        settings.require_client_cert = true;
-    }
-    std::string error;
-    auto context = tls_context::create(settings, error);
-    EXPECT_TRUE(context) << error;
+    auto context = testing::test_server_context(require_client_cert);
+    EXPECT_TRUE(context);
     return context;
 }
 
 std::shared_ptr<tls_context> client_context(const std::string& ca = "ca", bool with_cert = false) {
-    tls_settings settings;
-    settings.role = tls_role::client;
-    settings.ca_cert_path = pki().cert(ca);
-    if (with_cert) {
-        settings.cert_path = pki().cert("client");
-        settings.key_path = pki().key("client");
-    }
-    std::string error;
-    auto context = tls_context::create(settings, error);
-    EXPECT_TRUE(context) << error;
+    auto context = testing::test_client_context(ca, with_cert);
+    EXPECT_TRUE(context);
     return context;
 }
 
