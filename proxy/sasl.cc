@@ -1,4 +1,5 @@
 #include "proxy/sasl.h"
+#include "proxy/sasl_internal.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -8,7 +9,6 @@
 #include <algorithm>
 
 namespace kpp::sasl {
-namespace {
 
 const EVP_MD* digest_of(scram_hash hash) { return hash == scram_hash::sha256 ? EVP_sha256() : EVP_sha512(); }
 
@@ -28,6 +28,8 @@ std::vector<uint8_t> digest(scram_hash hash, std::span<const uint8_t> data) {
     out.resize(length);
     return out;
 }
+
+namespace {
 
 std::span<const uint8_t> bytes_of(std::string_view text) {
     return {reinterpret_cast<const uint8_t*>(text.data()), text.size()};
@@ -93,6 +95,8 @@ std::optional<std::string> decode_saslname(std::string_view text) {
     return out;
 }
 
+}  // namespace
+
 // The attributes of a SCRAM message, in order ("n=user", "r=nonce", ...).
 std::vector<std::pair<char, std::string_view>> attributes_of(std::string_view text) {
     std::vector<std::pair<char, std::string_view>> out;
@@ -112,6 +116,8 @@ bool printable_nonce(std::string_view nonce) {
     return !nonce.empty() &&
            std::all_of(nonce.begin(), nonce.end(), [](char c) { return c >= 0x21 && c <= 0x7e && c != ','; });
 }
+
+namespace {
 
 class scram_mechanism final : public mechanism {
 public:
@@ -161,7 +167,8 @@ private:
         }
         if (client_first_bare_.find("tokenauth=") != std::string::npos)
             return failure(user_, "SCRAM: delegation tokens are not supported");
-        nonce_ = std::string(attributes[1].second) + server_nonce_;
+        client_nonce_ = std::string(attributes[1].second);
+        nonce_ = client_nonce_ + server_nonce_;
         credential_ = lookup(user_);
         known_user_ = credential_.has_value();
         if (!credential_) {
@@ -192,7 +199,15 @@ private:
             return failure(user_, "SCRAM: client-final-message without c= and r=");
         if (attributes[0].second != base64_encode(bytes_of(gs2_header_)))
             return failure(user_, "SCRAM: channel binding differs from the GS2 header");
-        if (attributes[1].second != nonce_) return failure(user_, "SCRAM: nonce differs from the exchange's");
+        // librdkafka before 2.6.1 sends its own nonce once more in front of the combined one
+        // (so Kafka 3.8.1+ accepts a nonce that ends with the combined one); that exact form
+        // is taken, nothing looser.
+        std::string_view final_nonce = attributes[1].second;
+        bool librdkafka_form = final_nonce.size() == client_nonce_.size() + nonce_.size() &&
+                               final_nonce.substr(0, client_nonce_.size()) == client_nonce_ &&
+                               final_nonce.substr(client_nonce_.size()) == nonce_;
+        if (final_nonce != nonce_ && !librdkafka_form)
+            return failure(user_, "SCRAM: nonce differs from the exchange's");
         std::optional<std::vector<uint8_t>> proof = base64_decode(text.substr(proof_at + 3));
         size_t key_bytes = size_t(EVP_MD_get_size(digest_of(hash_)));
         if (!proof || proof->size() != key_bytes) return failure(user_, "SCRAM: malformed proof");
@@ -234,7 +249,8 @@ private:
     std::string gs2_header_;
     std::string client_first_bare_;
     std::string server_first_;
-    std::string nonce_;
+    std::string client_nonce_;
+    std::string nonce_;  // the client's and the server's
     std::optional<scram_credential> credential_;
     bool known_user_ = false;
 };

@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <span>
 #include <string>
 
 namespace kpp::sasl {
@@ -82,6 +83,49 @@ TEST(sasl_scram, a_wrong_proof_or_nonce_or_binding_fails_without_saying_which_se
     EXPECT_EQ(final.status, step_status::failed);
     EXPECT_EQ(final.reason, "unknown user");
     for (const auto& reason : {wrong.reason, final.reason}) EXPECT_EQ(reason.find("pencil"), std::string::npos);
+}
+
+// The client proof of RFC 5802 for `final_without_proof`, computed here from the password.
+std::string proof_for(const std::string& password, std::span<const uint8_t> salt, const std::string& auth_message) {
+    std::vector<uint8_t> salted(32);
+    PKCS5_PBKDF2_HMAC(password.data(), int(password.size()), salt.data(), int(salt.size()), 4096, EVP_sha256(),
+                      int(salted.size()), salted.data());
+    auto mac = [](std::span<const uint8_t> key, std::string_view data) {
+        std::vector<uint8_t> out(32);
+        unsigned int length = 0;
+        HMAC(EVP_sha256(), key.data(), int(key.size()), reinterpret_cast<const unsigned char*>(data.data()), data.size(),
+             out.data(), &length);
+        return out;
+    };
+    std::vector<uint8_t> client_key = mac(salted, "Client Key");
+    std::vector<uint8_t> stored(32);
+    unsigned int length = 0;
+    EVP_Digest(client_key.data(), client_key.size(), stored.data(), &length, EVP_sha256(), nullptr);
+    std::vector<uint8_t> signature = mac(stored, auth_message);
+    for (size_t at = 0; at < client_key.size(); ++at) client_key[at] ^= signature[at];
+    return base64_encode(client_key);
+}
+
+// librdkafka before 2.6.1 repeats its nonce in front of the combined one; Kafka brokers
+// accept that, so the proxy does, in exactly that form.
+TEST(sasl_scram, the_nonce_form_of_older_librdkafka_is_accepted_and_nothing_looser) {
+    auto salt = base64_decode("W22ZaJ0SNY7soEsUEjb6gQ==");
+    credential_store store =
+        store_with({}, {{"user", derive_scram_credential(scram_hash::sha256, "pencil", *salt, 4096)}});
+    const std::string client_nonce = "rOprNGfwEbeRWgbNEkqO";
+    auto attempt = [&](const std::string& sent_nonce) {
+        auto server = make_mechanism("SCRAM-SHA-256", store, "SERVER");
+        step_result first = server->step(bytes("n,,n=user,r=" + client_nonce));
+        EXPECT_EQ(first.status, step_status::continue_exchange);
+        std::string without_proof = "c=biws,r=" + sent_nonce;
+        std::string auth_message = "n=user,r=" + client_nonce + "," + text(first.response) + "," + without_proof;
+        return server->step(bytes(without_proof + ",p=" + proof_for("pencil", *salt, auth_message)));
+    };
+    EXPECT_EQ(attempt(client_nonce + "SERVER").status, step_status::succeeded);
+    EXPECT_EQ(attempt(client_nonce + client_nonce + "SERVER").status, step_status::succeeded);
+    EXPECT_EQ(attempt("x" + client_nonce + "SERVER").reason, "SCRAM: nonce differs from the exchange's");
+    EXPECT_EQ(attempt(client_nonce + "SERVER" + client_nonce).reason, "SCRAM: nonce differs from the exchange's");
+    EXPECT_EQ(attempt("SERVER").reason, "SCRAM: nonce differs from the exchange's");
 }
 
 TEST(sasl_scram, malformed_client_first_messages_fail) {
