@@ -41,6 +41,10 @@ void client_session::use_tls(std::shared_ptr<reactor::tls_context> context) {
                        uint64_t(server_.config().listen.security.tls.handshake_timeout_ms) * 1'000'000u;
 }
 
+void client_session::use_sasl(std::shared_ptr<const sasl_listener> listener) {
+    auth_ = std::make_unique<client_authenticator>(std::move(listener), peer_, server_.metrics());
+}
+
 void client_session::on_data(reactor::byte_slice chunk) {
     if (draining_) return;
     if (tls_deadline_ns_ != 0 && !tls_counted_) {
@@ -64,6 +68,10 @@ void client_session::on_data(reactor::byte_slice chunk) {
 
 void client_session::handle_request(protocol::frame&& request) {
     if (client_.closing() || draining_) return;
+    if (auth_ && auth_->expects_raw_token()) {
+        handle_raw_token(request);
+        return;
+    }
     auto header = protocol::peek_request_header(request);
     if (!header) {
         bump(server_.metrics().requests_rejected);
@@ -82,6 +90,7 @@ void client_session::handle_request(protocol::frame&& request) {
         if (auto problem = protocol::check_request(request.contiguous().span()))
             report_conformance("request from", *problem);
     }
+    if (auth_ && gate_request(request, *header)) return;
     if (header->api_key == protocol::api_key::sasl_handshake || header->api_key == 36 /* SaslAuthenticate */)
         upstream_.forbid_silent_reconnect();
     if (exchange_starter start = find_exchange_starter(server_.remap(), header->api_key, request)) {
@@ -103,6 +112,94 @@ void client_session::handle_request(protocol::frame&& request) {
     }
     upstream_.send_request(*header, request, sequence, expects_response);
     apply_backpressure();
+}
+
+bool client_session::gate_request(const protocol::frame& request, const protocol::request_header& header) {
+    int16_t key = header.api_key;
+    bool sasl_api = key == protocol::api_key::sasl_handshake || key == 36 /* SaslAuthenticate */;
+    uint64_t now = server_.loop().now_ns();
+    if (!sasl_api && auth_->authenticated() && !auth_->expired(now)) return false;
+    if (!sasl_api && auth_->authenticated()) {
+        bump(server_.metrics().sasl_sessions_expired);
+        abort("the SASL session of '" + auth_->principal() + "' expired without re-authentication");
+        return true;
+    }
+    if (!sasl_api && key != protocol::api_key::api_versions) {
+        bump(server_.metrics().sasl_unauthenticated_closed);
+        abort(std::string(protocol::api_name(key)) + " request before SASL authentication");
+        return true;
+    }
+    reactor::byte_slice whole = request.contiguous();
+    protocol::wire_error error = protocol::wire_error::none;
+    auto parsed = protocol::parse_request_header(whole.span(), error);
+    if (!parsed) {
+        abort(std::string("malformed request header: ") + protocol::to_string(error));
+        return true;
+    }
+    auto body = whole.span().subspan(parsed->header_bytes);
+    if (key == protocol::api_key::api_versions) {
+        // Answered from what discovery learnt, so an unauthenticated client never causes an
+        // upstream connection.
+        static const std::map<int16_t, std::pair<int16_t, int16_t>> none;
+        const auto& ranges = server_.directory() ? server_.directory()->api_ranges : none;
+        answer_locally(header, api_versions_answer(ranges, header.api_version, &protocol::withheld_under_remapping),
+                       false, 0);
+        return true;
+    }
+    client_authenticator::outcome out = key == protocol::api_key::sasl_handshake
+                                            ? auth_->handshake(body, header.api_version)
+                                            : auth_->authenticate(body, header.api_version, now);
+    if (out.close) {
+        abort("malformed " + std::string(protocol::api_name(key)) + " request");
+        return true;
+    }
+    uint64_t due = 0;
+    if (out.delay_then_close) {
+        // A failed attempt is answered late and ends the connection: guessing costs time.
+        due = now + uint64_t(auth_->failure_delay_ms()) * 1'000'000u;
+        draining_ = true;
+        client_.pause_receive();
+    }
+    answer_locally(header, std::move(out.body), false, due);
+    return true;
+}
+
+void client_session::handle_raw_token(const protocol::frame& token) {
+    reactor::byte_slice whole = token.contiguous();
+    client_authenticator::outcome out = auth_->raw_token(whole.span(), server_.loop().now_ns());
+    if (out.close) {
+        bump(server_.metrics().requests_rejected);
+        abort("SASL authentication failed (SaslHandshake v0 exchange)");
+        return;
+    }
+    protocol::request_header none{};
+    answer_locally(none, std::move(out.body), true, 0);
+}
+
+void client_session::answer_locally(const protocol::request_header& header, std::vector<std::byte>&& body, bool raw,
+                                    uint64_t due_ns) {
+    response_slot slot;
+    slot.client_correlation_id = header.correlation_id;
+    slot.api_key = header.api_key;
+    slot.api_version = header.api_version;
+    slot.received_ns = server_.loop().now_ns();
+    slot.raw = raw;
+    slot.due_ns = due_ns;
+    slots_.push_back(std::move(slot));
+    std::vector<reactor::byte_slice> answer;
+    if (raw) {
+        uint32_t length = uint32_t(body.size());
+        answer.push_back(reactor::byte_slice{reactor::shared_bytes::copy_of(body), 0, length});
+    } else {
+        answer = exchange_util::response_pieces(header.api_key, header.api_version, std::move(body));
+    }
+    finish_exchange_slot(slots_.back(), std::move(answer));
+    if (due_ns != 0) {
+        slots_.back().ready = false;  // released by check_timeouts
+        close_after_answers_ = true;
+        return;
+    }
+    flush_ready_responses();
 }
 
 exchange_env client_session::make_env(uint64_t sequence) {
@@ -167,18 +264,19 @@ bool client_session::start_exchange(exchange_starter start, const protocol::fram
 void client_session::finish_exchange_slot(response_slot& slot, std::vector<reactor::byte_slice>&& answer) {
     uint64_t size_bytes = protocol::response_correlation_bytes;
     for (const auto& piece : answer) size_bytes += piece.length;
+    if (slot.raw) size_bytes -= protocol::response_correlation_bytes;
     reactor::shared_bytes prefix = reactor::shared_bytes::allocate(8);
     protocol::store_int32_be(prefix.data(), int32_t(size_bytes));
     protocol::store_int32_be(prefix.data() + 4, slot.client_correlation_id);
     slot.pieces.clear();
     slot.pieces.reserve(answer.size() + 1);
-    slot.pieces.push_back(reactor::byte_slice{std::move(prefix), 0, 8});
+    slot.pieces.push_back(reactor::byte_slice{std::move(prefix), 0, slot.raw ? 4u : 8u});
     for (auto& piece : answer)
         if (piece.length > 0) slot.pieces.push_back(std::move(piece));
     slot.ready = true;
     slot.exchange.reset();
     bump(server_.metrics().bytes_to_clients, size_bytes + 4);
-    if (server_.verify_protocol()) {
+    if (server_.verify_protocol() && !slot.raw) {
         // What the proxy built itself is checked against the schema like what it forwards.
         std::vector<std::byte> whole;
         whole.reserve(size_bytes);
@@ -278,6 +376,11 @@ void client_session::flush_ready_responses() {
         ++first_slot_sequence_;
     }
     apply_backpressure();
+    if (close_after_answers_ && slots_.empty()) {
+        upstream_.close();
+        client_.close_after_flush();
+        return;
+    }
     if (draining_) close_when_idle();
 }
 
@@ -358,6 +461,20 @@ void client_session::check_timeouts(uint64_t now_ns) {
                      peer_, server_.config().listen.security.tls.handshake_timeout_ms);
         upstream_.close();
         client_.close();
+        return;
+    }
+    if (close_after_answers_) {
+        for (response_slot& slot : slots_)
+            if (slot.due_ns != 0 && now_ns >= slot.due_ns) {
+                slot.due_ns = 0;
+                slot.ready = true;
+            }
+        flush_ready_responses();
+        return;
+    }
+    if (auth_ && auth_->authenticated() && auth_->expired(now_ns) && slots_.empty() && !client_.closing()) {
+        bump(server_.metrics().sasl_sessions_expired);
+        abort("the SASL session of '" + auth_->principal() + "' expired without re-authentication");
         return;
     }
     uint64_t oldest = upstream_.oldest_timed_request_ns();

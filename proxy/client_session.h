@@ -11,6 +11,7 @@
 
 #include "protocol/conformance.h"
 #include "protocol/frame.h"
+#include "proxy/client_auth.h"
 #include "proxy/exchange.h"
 #include "proxy/upstream_link.h"
 #include "reactor/stream_socket.h"
@@ -28,6 +29,10 @@ public:
     // TLS toward the client (listen.security.protocol SSL), before start(): the handshake
     // must finish within listen.security.tls.handshake_timeout_ms.
     void use_tls(std::shared_ptr<reactor::tls_context> context);
+    // SASL toward the client (listen.security.protocol SASL_*), before start(): until the
+    // client authenticates only ApiVersions, SaslHandshake and SaslAuthenticate are answered,
+    // by the proxy itself; nothing goes upstream.
+    void use_sasl(std::shared_ptr<const sasl_listener> listener);
     // Graceful stop: read no more requests, answer those in flight, then close.
     void begin_drain();
     // Closes both sides now (with a log line saying why, when given).
@@ -46,6 +51,8 @@ private:
         int16_t api_version = 0;
         uint64_t received_ns = 0;
         bool ready = false;
+        bool raw = false;  // a bare SASL token (after SaslHandshake v0): no correlation id
+        uint64_t due_ns = 0;  // a failed authentication: not sent before this, then the connection closes
         std::vector<reactor::byte_slice> pieces;  // size prefix included
         std::unique_ptr<request_exchange> exchange;  // builds the response from the proxy's own requests
     };
@@ -62,6 +69,11 @@ private:
     void on_upstream_drained() override;
 
     void handle_request(protocol::frame&& request);
+    // SASL: true when the request was dealt with here (answered, or the connection closed).
+    bool gate_request(const protocol::frame& request, const protocol::request_header& header);
+    void handle_raw_token(const protocol::frame& token);
+    void answer_locally(const protocol::request_header& header, std::vector<std::byte>&& body, bool raw,
+                        uint64_t due_ns);
     bool produce_expects_response(const protocol::frame& request);
     // True when the request was taken care of by an exchange (or refused).
     bool start_exchange(exchange_starter start, const protocol::frame& request, const protocol::request_header& header);
@@ -81,6 +93,8 @@ private:
     uint64_t first_slot_sequence_ = 0;  // sequence number of slots_.front()
     std::string peer_;
     uint64_t tls_deadline_ns_ = 0;  // 0: no TLS handshake pending
+    std::unique_ptr<client_authenticator> auth_;  // null: the listener is not SASL
+    bool close_after_answers_ = false;  // a failed authentication: close once it is answered
     bool tls_counted_ = false;
     // Exchange wakers hold it weakly: a session that is gone is never called.
     std::shared_ptr<client_session*> life_ = std::make_shared<client_session*>(this);

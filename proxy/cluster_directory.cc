@@ -26,7 +26,8 @@ class blocking_connection {
 public:
     // With `tls`, the connection speaks TLS with `host` as server name (SNI, verification).
     blocking_connection(const reactor::socket_address& address, uint32_t timeout_ms,
-                        std::shared_ptr<reactor::tls_context> tls = nullptr, const std::string& host = {})
+                        std::shared_ptr<reactor::tls_context> tls = nullptr, const std::string& host = {},
+                        std::shared_ptr<const broker_sasl> sasl = nullptr)
         : timeout_ms_(timeout_ms) {
         fd_ = ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd_ < 0) throw std::runtime_error(reactor::error_text(errno));
@@ -39,6 +40,7 @@ public:
         getsockopt(fd_, SOL_SOCKET, SO_ERROR, &error, &length);
         if (error != 0) throw std::runtime_error(reactor::error_text(error));
         if (tls) handshake(std::move(tls), host);
+        if (sasl) authenticate(*sasl);
     }
     ~blocking_connection() {
         if (fd_ >= 0) ::close(fd_);
@@ -59,6 +61,44 @@ public:
     }
 
 private:
+    std::vector<std::byte> sasl_exchange(int16_t api_key, int16_t version, std::vector<std::byte> tail) {
+        std::vector<std::byte> request(8);
+        protocol::store_int16_be(request.data(), api_key);
+        protocol::store_int16_be(request.data() + 2, version);
+        protocol::store_int32_be(request.data() + 4, 1);
+        request.insert(request.end(), tail.begin(), tail.end());
+        std::vector<std::byte> response = exchange(request);
+        response.erase(response.begin(), response.begin() + 4);  // correlation id
+        return response;
+    }
+    // SaslHandshake, then SaslAuthenticate rounds until the mechanism is done.
+    void authenticate(const broker_sasl& identity) {
+        sasl_answer handshake = parse_sasl_handshake_response(sasl_exchange(
+            protocol::api_key::sasl_handshake, sasl_handshake_version, sasl_handshake_request_tail(identity.mechanism)));
+        if (handshake.malformed) throw std::runtime_error("malformed SaslHandshake response");
+        if (handshake.error_code != 0)
+            throw std::runtime_error("SASL: the broker does not enable " + identity.mechanism + " (error " +
+                                     std::to_string(handshake.error_code) + ")");
+        auto mechanism = identity.start();
+        if (!mechanism) throw std::runtime_error("SASL: unknown mechanism " + identity.mechanism);
+        std::vector<uint8_t> message = mechanism->initial();
+        for (int round = 0; round < 8; ++round) {
+            sasl_answer answer = parse_sasl_authenticate_response(sasl_exchange(
+                api_key_sasl_authenticate, sasl_authenticate_version, sasl_authenticate_request_tail(message)));
+            if (answer.malformed) throw std::runtime_error("malformed SaslAuthenticate response");
+            if (answer.error_code != 0)
+                throw std::runtime_error("SASL " + identity.mechanism + " authentication as '" + identity.username +
+                                         "' failed: " + (answer.error_message.empty() ? "error " + std::to_string(answer.error_code)
+                                                                                     : answer.error_message));
+            sasl::client_step step = mechanism->step(answer.auth_bytes);
+            if (step.status == sasl::client_status::done) return;
+            if (step.status == sasl::client_status::failed)
+                throw std::runtime_error("SASL " + identity.mechanism + ": " + step.reason);
+            message = std::move(step.message);
+        }
+        throw std::runtime_error("SASL " + identity.mechanism + ": the exchange did not end");
+    }
+
     // The same engine as the cores' connections, driven by blocking reads and writes.
     void handshake(std::shared_ptr<reactor::tls_context> context, const std::string& host) {
         tls_ = std::make_unique<reactor::tls_engine>(std::move(context), host);
@@ -170,8 +210,7 @@ version_ranges api_version_ranges(blocking_connection& connection) {
     return ranges;
 }
 
-int16_t metadata_version_to_use(blocking_connection& connection) {
-    version_ranges ranges = api_version_ranges(connection);
+int16_t metadata_version_to_use(const version_ranges& ranges) {
     auto found = ranges.find(protocol::api_key::metadata);
     if (found == ranges.end()) throw std::runtime_error("the broker does not offer Metadata");
     int16_t chosen = std::min<int16_t>(found->second.second, 12);
@@ -245,11 +284,17 @@ offset_store_result prepare_offset_store(const proxy_config& config, const clust
         result.error = tls_error;
         return result;
     }
+    std::shared_ptr<const broker_sasl> sasl = broker_sasl_identity(config, tls_error);
+    if (!tls_error.empty()) {
+        result.fatal = true;
+        result.error = tls_error;
+        return result;
+    }
     const offset_store_settings& settings = config.offset_store;
     for (const host_port& server : config.kafka.bootstrap_servers) {
         try {
             reactor::socket_address address = reactor::resolve_address(server.host, server.port);
-            blocking_connection connection(address, config.kafka.connection_timeout_ms, tls, server.host);
+            blocking_connection connection(address, config.kafka.connection_timeout_ms, tls, server.host, sasl);
             version_ranges ranges = api_version_ranges(connection);
             offset_store_info info;
             info.topic = settings.topic;
@@ -345,11 +390,17 @@ discovery_result discover_cluster(const proxy_config& config) {
         result.error = tls_error;
         return result;
     }
+    std::shared_ptr<const broker_sasl> sasl = broker_sasl_identity(config, tls_error);
+    if (!tls_error.empty()) {
+        result.error = tls_error;
+        return result;
+    }
     for (const host_port& server : config.kafka.bootstrap_servers) {
         try {
             reactor::socket_address address = reactor::resolve_address(server.host, server.port);
-            blocking_connection connection(address, config.kafka.connection_timeout_ms, tls, server.host);
-            int16_t version = metadata_version_to_use(connection);
+            blocking_connection connection(address, config.kafka.connection_timeout_ms, tls, server.host, sasl);
+            version_ranges ranges = api_version_ranges(connection);
+            int16_t version = metadata_version_to_use(ranges);
             auto response = connection.exchange(protocol::encode_metadata_request(version, 2, "kafka-partition-proxy"));
             auto parsed = protocol::rewrite_metadata_response(response, version,
                                                               [](int32_t) { return protocol::endpoint{}; });
@@ -358,6 +409,7 @@ discovery_result discover_cluster(const proxy_config& config) {
             if (parsed.upstream.empty()) throw std::runtime_error("the cluster lists no brokers");
             auto directory = std::make_shared<cluster_directory>();
             directory->controller_id = parsed.controller_id;
+            directory->api_ranges = std::move(ranges);
             for (const protocol::broker_entry& entry : parsed.upstream) {
                 upstream_broker broker;
                 broker.node_id = entry.node_id;

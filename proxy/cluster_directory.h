@@ -26,6 +26,9 @@ struct upstream_broker {
 struct cluster_directory {
     std::map<int32_t, upstream_broker> brokers;
     int32_t controller_id = -1;
+    // The API version ranges of the bootstrap server that answered (key -> min, max): what
+    // the proxy tells a client before SASL authentication, without asking a broker.
+    std::map<int16_t, std::pair<int16_t, int16_t>> api_ranges;
 
     const upstream_broker* find(int32_t node_id) const {
         auto found = brokers.find(node_id);

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <utility>
 
+#include "proxy/sasl.h"
 #include "remap/std_regex.h"
 
 namespace kpp {
@@ -323,16 +324,53 @@ void parse_broker_ports(const section& listen, std::map<int32_t, uint16_t>& out)
   }
 }
 
-// A SASL user is either its password or a map of SCRAM parameters.
-std::string parse_sasl_user(const YAML::Node& node, const std::string& key) {
-  if (!node.IsMap()) return scalar_text(node, key).value_or("");
-  section user(node, key, {"password", "iterations", "salt", "stored_key", "server_key"});
-  std::string password, unused;
-  uint32_t iterations = 0;
-  read_string(user, "password", password);
-  read_integer(user, "iterations", iterations, 1, uint32_max);
-  for (std::string_view name : {"salt", "stored_key", "server_key"}) read_string(user, name, unused);
-  return password;
+// A SASL user is either its password or a map of its password or SCRAM keys.
+sasl_user parse_sasl_user(const YAML::Node& node, const std::string& key) {
+  sasl_user user;
+  if (!node.IsMap()) {
+    user.password = scalar_text(node, key).value_or("");
+    if (user.password.empty()) fail(key, "expected a password or a map of SCRAM keys, got nothing");
+    return user;
+  }
+  section entry(node, key, {"password", "iterations", "salt", "stored_key", "server_key"});
+  read_string(entry, "password", user.password);
+  // Kafka refuses SCRAM iteration counts below 4096; more than a million would let one
+  // login stall a core.
+  read_integer(entry, "iterations", user.iterations, 4096, 1000000);
+  read_string(entry, "salt", user.salt);
+  read_string(entry, "stored_key", user.stored_key);
+  read_string(entry, "server_key", user.server_key);
+  bool keys = !user.salt.empty() || !user.stored_key.empty() || !user.server_key.empty();
+  if (keys && !user.password.empty()) fail(entry.key_of("password"), "give either the password or the SCRAM keys, not both");
+  if (!keys && user.password.empty()) fail(entry.key_of("password"), "required (or salt, stored_key and server_key)");
+  if (keys) {
+    auto decoded_length = [&](std::string_view name, const std::string& text) {
+      std::string field_key = entry.key_of(name);
+      if (text.empty()) fail(field_key, "required with the other SCRAM keys");
+      auto bytes = sasl::base64_decode(text);
+      if (!bytes || bytes->empty()) fail(field_key, "expected base64");
+      return bytes->size();
+    };
+    decoded_length("salt", user.salt);
+    size_t stored = decoded_length("stored_key", user.stored_key);
+    size_t server = decoded_length("server_key", user.server_key);
+    if (stored != 32 && stored != 64)
+      fail(entry.key_of("stored_key"), "expected 32 bytes (SCRAM-SHA-256) or 64 bytes (SCRAM-SHA-512), got " +
+                                           std::to_string(stored));
+    if (server != stored)
+      fail(entry.key_of("server_key"), "must be as long as stored_key (" + std::to_string(stored) + " bytes)");
+  }
+  return user;
+}
+
+void parse_sasl_users(const YAML::Node& node, const std::string& key, sasl_user_map& out) {
+  if (!node.IsMap()) fail(key, "expected a map of user name to password, got " + describe_node(node));
+  for (const auto& entry : node) {
+    std::string name = entry.first.Scalar();
+    if (name.empty()) fail(key, "a user name is empty");
+    if (out.count(name) != 0) fail(key + "." + name, "duplicate user");
+    out[name] = parse_sasl_user(entry.second, key + "." + name);
+  }
 }
 
 void parse_sasl_mechanisms(const section& sasl, std::vector<std::string>& out) {
@@ -346,18 +384,15 @@ void parse_sasl_mechanisms(const section& sasl, std::vector<std::string>& out) {
 }
 
 void parse_listen_sasl(const section& security, listen_sasl_settings& out) {
-  section sasl = security.child("sasl", {"enabled_mechanisms", "credentials", "oauthbearer"});
+  section sasl = security.child("sasl", {"enabled_mechanisms", "credentials", "oauthbearer", "session_lifetime_ms",
+                                        "failed_authentication_delay_ms"});
   parse_sasl_mechanisms(sasl, out.enabled_mechanisms);
 
   section credentials = sasl.child("credentials", {"users", "file"});
   read_string(credentials, "file", out.credentials_file);
-  if (auto users = credentials.get("users")) {
-    std::string key = credentials.key_of("users");
-    if (!users->IsMap()) fail(key, "expected a map of user name to password, got " + describe_node(*users));
-    for (const auto& entry : *users) {
-      out.users[entry.first.Scalar()] = parse_sasl_user(entry.second, key + "." + entry.first.Scalar());
-    }
-  }
+  if (auto users = credentials.get("users")) parse_sasl_users(*users, credentials.key_of("users"), out.users);
+  read_integer(sasl, "session_lifetime_ms", out.session_lifetime_ms, 0, int64_t(1) << 53);
+  read_integer(sasl, "failed_authentication_delay_ms", out.failed_authentication_delay_ms, 0, 60000);
 
   section oauth = sasl.child("oauthbearer", {"jwks_url", "public_key_path", "issuer", "audience",
                                              "required_scopes", "clock_skew_seconds"});
@@ -444,14 +479,15 @@ void parse_kafka(const section& root, kafka_settings& out) {
   read_string(tls, "key_path", out.tls.key_path);
   read_bool(tls, "insecure_skip_verify", out.tls.insecure_skip_verify);
 
-  section sasl = kafka.child("sasl", {"mechanism", "username", "password"});
-  static const std::set<std::string> mechanisms{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"};
+  section sasl = kafka.child("sasl", {"mechanism", "username", "password", "token_file"});
+  static const std::set<std::string> mechanisms{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"};
   if (auto text = sasl.text("mechanism")) {
     out.sasl.mechanism = checked_choice(*text, sasl.key_of("mechanism"), mechanisms,
-                                        "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512");
+                                        "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER");
   }
   read_string(sasl, "username", out.sasl.username);
   read_string(sasl, "password", out.sasl.password);
+  read_string(sasl, "token_file", out.sasl.token_file);
 }
 
 void check_partition_pair(int32_t virtual_partitions, int32_t physical_partitions, std::string_view prefix) {
@@ -602,25 +638,54 @@ void parse_logging(const section& root, logging_settings& out) {
 
 // --- checks across sections ----------------------------------------------------
 
-void refuse_unimplemented_security(const proxy_config& config) {
-  // Parsed and validated so old files load, but SASL and upstream TLS are not wired yet:
-  // refusing beats silently serving plaintext to clients that expect encryption.
-  const std::string& listen = config.listen.security.protocol;
-  if (listen == "SASL_PLAINTEXT" || listen == "SASL_SSL") {
-    fail("listen.security.protocol", listen + " is not supported yet (SASL is planned); use SSL or PLAINTEXT");
+bool is_sasl(const std::string& protocol) { return protocol == "SASL_PLAINTEXT" || protocol == "SASL_SSL"; }
+bool is_tls(const std::string& protocol) { return protocol == "SSL" || protocol == "SASL_SSL"; }
+
+// What each security protocol needs, checked at load so a half-configured listener never
+// serves: a SASL listener without any way to check a credential would let nobody in, a TLS
+// listener without a key cannot handshake.
+void check_security(const proxy_config& config) {
+  const listen_security_settings& security = config.listen.security;
+  const std::string& listen = security.protocol;
+  if (is_tls(listen) && security.tls.cert_path.empty()) {
+    fail("listen.security.tls.cert_path", listen + " needs the server certificate chain (PEM) and listen.security.tls.key_path");
   }
-  if (listen == "SSL" && config.listen.security.tls.cert_path.empty()) {
-    fail("listen.security.tls.cert_path", "SSL needs the server certificate chain (PEM) and listen.security.tls.key_path");
+  if (is_tls(listen) && security.tls.key_path.empty()) {
+    fail("listen.security.tls.key_path", listen + " needs the private key (PEM) of listen.security.tls.cert_path");
   }
-  if (listen == "SSL" && config.listen.security.tls.key_path.empty()) {
-    fail("listen.security.tls.key_path", "SSL needs the private key (PEM) of listen.security.tls.cert_path");
-  }
-  if (config.listen.security.tls.require_client_cert && config.listen.security.tls.ca_cert_path.empty()) {
+  if (security.tls.require_client_cert && security.tls.ca_cert_path.empty()) {
     fail("listen.security.tls.ca_cert_path", "require_client_cert needs the CA (PEM) that signs client certificates");
   }
+  const listen_sasl_settings& sasl = security.sasl;
+  if (is_sasl(listen)) {
+    if (sasl.enabled_mechanisms.empty()) {
+      fail("listen.security.sasl.enabled_mechanisms", listen + " needs at least one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER");
+    }
+    bool passwords = std::any_of(sasl.enabled_mechanisms.begin(), sasl.enabled_mechanisms.end(),
+                                 [](const std::string& name) { return name != "OAUTHBEARER"; });
+    if (passwords && sasl.users.empty() && sasl.credentials_file.empty()) {
+      fail("listen.security.sasl.credentials", "PLAIN and SCRAM need users (credentials.users or credentials.file)");
+    }
+    bool oauth = std::find(sasl.enabled_mechanisms.begin(), sasl.enabled_mechanisms.end(), "OAUTHBEARER") !=
+                 sasl.enabled_mechanisms.end();
+    if (oauth && sasl.public_key_path.empty() && sasl.jwks_url.empty()) {
+      fail("listen.security.sasl.oauthbearer", "OAUTHBEARER needs public_key_path or jwks_url to check token signatures");
+    }
+    if (!sasl.jwks_url.empty() && sasl.jwks_url.find("://") != std::string::npos &&
+        sasl.jwks_url.rfind("file://", 0) != 0) {
+      fail("listen.security.sasl.oauthbearer.jwks_url",
+           "only a file (a path or file://) is read; fetch the JWKS to a file and re-read it with a reload");
+    }
+  }
   const std::string& kafka = config.kafka.security_protocol;
-  if (kafka == "SASL_PLAINTEXT" || kafka == "SASL_SSL") {
-    fail("kafka.security_protocol", kafka + " is not supported yet (SASL is planned); use SSL or PLAINTEXT");
+  if (is_sasl(kafka)) {
+    const sasl_client_settings& client = config.kafka.sasl;
+    if (client.mechanism == "OAUTHBEARER") {
+      if (client.token_file.empty()) fail("kafka.sasl.token_file", "OAUTHBEARER needs the file holding the token");
+    } else {
+      if (client.username.empty()) fail("kafka.sasl.username", client.mechanism + " needs the proxy's user name");
+      if (client.password.empty()) fail("kafka.sasl.password", client.mechanism + " needs the proxy's password (use ${ENV})");
+    }
   }
 }
 
@@ -673,7 +738,7 @@ proxy_config parse_root(const YAML::Node& document) {
   parse_producers(root, config.producers);
   parse_metrics(root, config.metrics);
   parse_logging(root, config.logging);
-  refuse_unimplemented_security(config);
+  check_security(config);
   check_ports(config);
   add_load_warnings(config);
   return config;
@@ -741,6 +806,26 @@ proxy_config load_config_file(const std::string& path) {
   } catch (const config_error& error) {
     throw config_error("config file " + quoted(path) + ": " + error.what());
   }
+}
+
+sasl_user_map load_sasl_credentials_file(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  std::string prefix = "credentials file " + quoted(path);
+  if (!file) throw config_error(prefix + ": cannot read: " + std::strerror(errno));
+  std::stringstream contents;
+  contents << file.rdbuf();
+  sasl_user_map users;
+  try {
+    YAML::Node root = YAML::Load(contents.str());
+    if (root.IsDefined() && !root.IsNull()) parse_sasl_users(root, "users", users);
+  } catch (const YAML::Exception& error) {
+    // The parser's message may quote the line, which can hold a password.
+    throw config_error(prefix + ": not valid YAML at line " + std::to_string(error.mark.line + 1));
+  } catch (const config_error& error) {
+    throw config_error(prefix + ": " + error.what());
+  }
+  if (users.empty()) throw config_error(prefix + ": lists no user");
+  return users;
 }
 
 host_port advertised_address_of(const listen_settings& listen) {

@@ -39,6 +39,7 @@ struct tls_client_settings {
 
 struct sasl_client_settings {
   std::string mechanism = "PLAIN", username, password;
+  std::string token_file;  // OAUTHBEARER: the token, re-read when the file changes
 };
 
 struct listen_tls_settings {
@@ -49,11 +50,23 @@ struct listen_tls_settings {
   std::vector<std::string> principal_mapping_rules{"DEFAULT"};
 };
 
+// One SASL user: a password (PLAIN, and SCRAM keys derived from it at load), or only
+// SCRAM keys (base64, as Kafka's SCRAM credentials hold them) so the proxy never holds the
+// password; the hash follows from the key length (32 bytes SHA-256, 64 bytes SHA-512).
+struct sasl_user {
+  std::string password;
+  uint32_t iterations = 4096;
+  std::string salt, stored_key, server_key;
+  bool operator==(const sasl_user&) const = default;
+};
+using sasl_user_map = std::map<std::string, sasl_user>;
+
 struct listen_sasl_settings {
   std::vector<std::string> enabled_mechanisms;
-  // user name -> password; empty when the entry holds only precomputed SCRAM keys.
-  std::map<std::string, std::string> users;
-  std::string credentials_file;
+  sasl_user_map users;
+  std::string credentials_file;  // YAML map of the same shape as `users`, re-read on reload
+  uint64_t session_lifetime_ms = 0;  // 0: sessions do not expire (OAUTHBEARER: the token's exp still does)
+  uint32_t failed_authentication_delay_ms = 100;
   // OAUTHBEARER token validation.
   std::string jwks_url, public_key_path, issuer, audience;
   std::vector<std::string> required_scopes;
@@ -143,6 +156,9 @@ struct proxy_config {
 };
 
 proxy_config load_config_file(const std::string& path);
+// A SASL credentials file (listen.security.sasl.credentials.file): a YAML map of user to
+// password or SCRAM keys. Throws config_error naming the file and the entry.
+sasl_user_map load_sasl_credentials_file(const std::string& path);
 proxy_config load_config_string(std::string_view yaml_text);
 
 // Replaces ${VAR} and ${VAR:-fallback} (fallback also when VAR is empty); "$${"

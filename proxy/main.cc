@@ -11,11 +11,14 @@
 #include <iostream>
 #include <mutex>
 #include <random>
+#include <set>
+#include <string>
 #include <thread>
 
 #include "kpp_version.h"
 #include "proxy/admin_http.h"
 #include "proxy/cli.h"
+#include "proxy/client_auth.h"
 #include "proxy/cluster_directory.h"
 #include "proxy/config.h"
 #include "proxy/logging.h"
@@ -60,6 +63,7 @@ int wait_for_signal(uint32_t timeout_ms) {
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     timespec timeout{time_t(timeout_ms / 1000), long(timeout_ms % 1000) * 1'000'000L};
     int received = sigtimedwait(&set, nullptr, &timeout);
     return received > 0 ? received : 0;
@@ -184,6 +188,64 @@ private:
     std::thread thread_;
 };
 
+std::string join_names(const std::vector<std::string>& names) {
+    std::string out;
+    for (const std::string& name : names) out += (out.empty() ? "" : ", ") + name;
+    return out;
+}
+
+size_t count_key_only_users(const sasl_listener& listener) {
+    std::set<std::string> names;
+    for (const auto& entry : listener.scram)
+        if (listener.passwords.count(entry.first.second) == 0) names.insert(entry.first.second);
+    return names.size();
+}
+
+// SIGHUP: certificates, keys, credentials and the JWT keys are read again and used by new
+// connections; open connections keep what they started with. All or nothing: when one part
+// cannot be read, the error names its key and everything stays as it was. (The rest of the
+// configuration is not reloaded yet.)
+void reload_security(proxy_runtime& runtime, const cli_options& options) {
+    proxy_config fresh;
+    try {
+        fresh = load_config_file(options.config_path);
+        if (options.listen_override) apply_listen_override(fresh, *options.listen_override);
+    } catch (const config_error& error) {
+        spdlog::error("reload (SIGHUP) refused, nothing changed: {}", error.what());
+        return;
+    }
+    const proxy_config& running = runtime.config;
+    if (fresh.listen.security.protocol != running.listen.security.protocol) {
+        spdlog::error("reload (SIGHUP) refused, nothing changed: listen.security.protocol cannot change without a "
+                      "restart ({} -> {})", running.listen.security.protocol, fresh.listen.security.protocol);
+        return;
+    }
+    if (fresh.kafka.security_protocol != running.kafka.security_protocol) {
+        spdlog::error("reload (SIGHUP) refused, nothing changed: kafka.security_protocol cannot change without a "
+                      "restart ({} -> {})", running.kafka.security_protocol, fresh.kafka.security_protocol);
+        return;
+    }
+    std::string error;
+    auto client_tls = listener_tls_context(fresh, error);
+    if (error.empty()) {
+        auto broker_tls = broker_tls_context(fresh, error);
+        if (error.empty()) {
+            auto client_sasl = build_sasl_listener(fresh, error);
+            auto broker_identity = error.empty() ? broker_sasl_identity(fresh, error) : nullptr;
+            if (error.empty()) {
+                runtime.client_tls = std::move(client_tls);
+                runtime.broker_tls = std::move(broker_tls);
+                runtime.client_sasl = std::move(client_sasl);
+                runtime.broker_identity = std::move(broker_identity);
+                spdlog::info("reload (SIGHUP): TLS certificates and keys, SASL credentials and token keys read again; "
+                             "new connections use them");
+                return;
+            }
+        }
+    }
+    spdlog::error("reload (SIGHUP) refused, nothing changed: {}", error);
+}
+
 int run_proxy(const cli_options& options) {
     proxy_config config;
     try {
@@ -202,6 +264,7 @@ int run_proxy(const cli_options& options) {
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     signal(SIGPIPE, SIG_IGN);
 
@@ -222,9 +285,28 @@ int run_proxy(const cli_options& options) {
             spdlog::error("configuration error: {}", error);
             return 2;
         }
+        runtime.client_sasl = build_sasl_listener(config, error);
+        if (!error.empty()) {
+            spdlog::error("configuration error: {}", error);
+            return 2;
+        }
+        runtime.broker_identity = broker_sasl_identity(config, error);
+        if (!error.empty()) {
+            spdlog::error("configuration error: {}", error);
+            return 2;
+        }
+        if (runtime.broker_identity.load())
+            spdlog::info("SASL toward brokers ({}): {}{}", config.kafka.security_protocol, config.kafka.sasl.mechanism,
+                         config.kafka.sasl.mechanism == "OAUTHBEARER" ? " with the token in " + config.kafka.sasl.token_file
+                                                                      : " as '" + config.kafka.sasl.username + "'");
+        if (auto sasl = runtime.client_sasl.load())
+            spdlog::info("SASL toward clients ({}): {}; {} user(s); sessions {}", config.listen.security.protocol,
+                         join_names(sasl->mechanisms), sasl->passwords.size() + count_key_only_users(*sasl),
+                         sasl->session_lifetime_ms ? "expire after " + std::to_string(sasl->session_lifetime_ms) + " ms"
+                                                   : std::string("do not expire"));
         // Decided once for every connection: the kernel path needs the kernel's TLS ULP.
         std::string kernel = reactor::kernel_tls_offered() ? "offered by this kernel" : "not offered by this kernel";
-        if (runtime.client_tls) {
+        if (runtime.client_tls.load()) {
             const listen_tls_settings& tls = config.listen.security.tls;
             spdlog::info("TLS toward clients: {} or newer, client certificates {}; kernel TLS {}, record layer in the "
                          "proxy (OpenSSL)",
@@ -232,7 +314,7 @@ int run_proxy(const cli_options& options) {
                          tls.require_client_cert ? "required" : (tls.ca_cert_path.empty() ? "not asked for" : "optional"),
                          kernel);
         }
-        if (runtime.broker_tls) {
+        if (runtime.broker_tls.load()) {
             const tls_client_settings& tls = config.kafka.tls;
             spdlog::info("TLS toward brokers: CA {}, client certificate {}; kernel TLS {}, record layer in the proxy "
                          "(OpenSSL)",
@@ -323,7 +405,17 @@ int run_proxy(const cli_options& options) {
                  runtime.advertised.host);
     if (admin) spdlog::info("Metrics on {}:{} (/metrics, /health, /ready)", config.metrics.address.host, admin->port());
 
-    while (!stop_signal) stop_signal = wait_for_signal(1000);
+    for (;;) {
+        int received = wait_for_signal(1000);
+        if (received == SIGHUP) {
+            reload_security(runtime, options);
+            continue;
+        }
+        if (received) {
+            stop_signal = received;
+            break;
+        }
+    }
     spdlog::info("received {}: stopping (finishing in-flight requests, up to shutdown_timeout_ms = {} ms)",
                  stop_signal == SIGINT ? "SIGINT" : "SIGTERM", config.shutdown_timeout_ms);
     ready = false;

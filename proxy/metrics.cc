@@ -173,6 +173,29 @@ std::vector<prometheus::MetricFamily> metrics_registry::Collect() const {
     labelled("kpp_tls_connections_total", "TLS connections by where the record layer runs", "mode",
              {{"userspace", &shard_metrics::tls_userspace_connections},
               {"kernel", &shard_metrics::tls_kernel_connections}});
+    labelled("kpp_sasl_authentications_total", "Successful SASL authentications of clients, by mechanism",
+             "mechanism",
+             {{"PLAIN", &shard_metrics::sasl_plain_ok},
+              {"SCRAM-SHA-256", &shard_metrics::sasl_scram256_ok},
+              {"SCRAM-SHA-512", &shard_metrics::sasl_scram512_ok},
+              {"OAUTHBEARER", &shard_metrics::sasl_oauth_ok}});
+    labelled("kpp_sasl_authentication_failures_total", "Failed SASL authentications of clients, by mechanism",
+             "mechanism",
+             {{"PLAIN", &shard_metrics::sasl_plain_failed},
+              {"SCRAM-SHA-256", &shard_metrics::sasl_scram256_failed},
+              {"SCRAM-SHA-512", &shard_metrics::sasl_scram512_failed},
+              {"OAUTHBEARER", &shard_metrics::sasl_oauth_failed}});
+    labelled("kpp_sasl_broker_authentications_total", "SASL authentications of the proxy to brokers, by outcome",
+             "outcome", {{"success", &shard_metrics::sasl_broker_ok}, {"failure", &shard_metrics::sasl_broker_failed}});
+    families.push_back(counter_family("kpp_sasl_reauthentications_total",
+                                      "Client sessions re-authenticated (KIP-368) before they expired",
+                                      sum(shards_, &shard_metrics::sasl_reauthentications)));
+    families.push_back(counter_family("kpp_sasl_sessions_expired_total",
+                                      "Client connections closed because their SASL session ended without re-authentication",
+                                      sum(shards_, &shard_metrics::sasl_sessions_expired)));
+    families.push_back(counter_family("kpp_sasl_unauthenticated_requests_total",
+                                      "Client connections closed for a request other than ApiVersions or SASL before authenticating",
+                                      sum(shards_, &shard_metrics::sasl_unauthenticated_closed)));
     families.push_back(counter_family("kpp_client_connections_total", "Client connections accepted",
                                       double(sum(shards_, &shard_metrics::client_connections_opened))));
     families.push_back(counter_family("kpp_client_connections_refused_total",

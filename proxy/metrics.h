@@ -63,14 +63,24 @@ struct alignas(64) shard_metrics {
     std::atomic<uint64_t> txn_retries_answered{0};        // client retries of acknowledged batches answered from the record
     std::atomic<uint64_t> txn_resends{0};                 // batches sent again with their range after a retriable failure
     std::atomic<uint64_t> txn_held_back{0};               // batches answered retriable to keep the physical order
-    std::atomic<uint64_t> txn_refused{0};
-    std::atomic<uint64_t> txn_takeovers{0};
+    std::atomic<uint64_t> txn_refused{0};                 // batches refused (out of order, fenced, unknown stream)
+    std::atomic<uint64_t> txn_takeovers{0};               // open transactions met without state (client aborts)
     std::atomic<uint64_t> tls_client_handshakes{0};          // TLS handshakes completed with clients
     std::atomic<uint64_t> tls_client_handshake_failures{0};  // failed, or not finished in time
     std::atomic<uint64_t> tls_broker_handshakes{0};          // TLS handshakes completed with brokers
     std::atomic<uint64_t> tls_broker_handshake_failures{0};
     std::atomic<uint64_t> tls_userspace_connections{0};      // TLS connections on OpenSSL in the proxy
-    std::atomic<uint64_t> tls_kernel_connections{0};         // TLS connections with the record layer in the kernel               // open transactions met without state (client aborts)                 // batches refused (out of order, fenced, unknown stream)
+    std::atomic<uint64_t> tls_kernel_connections{0};         // TLS connections with the record layer in the kernel
+    // SASL toward clients, by mechanism and outcome (re-authentications included).
+    std::atomic<uint64_t> sasl_plain_ok{0}, sasl_plain_failed{0};
+    std::atomic<uint64_t> sasl_scram256_ok{0}, sasl_scram256_failed{0};
+    std::atomic<uint64_t> sasl_scram512_ok{0}, sasl_scram512_failed{0};
+    std::atomic<uint64_t> sasl_oauth_ok{0}, sasl_oauth_failed{0};
+    std::atomic<uint64_t> sasl_reauthentications{0};      // successful KIP-368 re-authentications
+    std::atomic<uint64_t> sasl_sessions_expired{0};       // connections closed: session over, not re-authenticated
+    std::atomic<uint64_t> sasl_unauthenticated_closed{0}; // connections closed for a request before authentication
+    // SASL toward brokers (the proxy's own principal).
+    std::atomic<uint64_t> sasl_broker_ok{0}, sasl_broker_failed{0};
 
     void count_request(int16_t api_key) {
         size_t index = api_key < 0 ? metrics_api_keys - 1 : std::min<size_t>(size_t(api_key), metrics_api_keys - 1);

@@ -1,5 +1,9 @@
 #include "proxy/security.h"
 
+#include <random>
+
+#include "protocol/wire.h"
+
 namespace kpp {
 
 std::shared_ptr<reactor::tls_context> listener_tls_context(const proxy_config& config, std::string& error) {
@@ -31,6 +35,93 @@ std::shared_ptr<reactor::tls_context> broker_tls_context(const proxy_config& con
     auto context = reactor::tls_context::create(settings, error);
     if (!context) error = "kafka.tls." + error;
     return context;
+}
+
+std::unique_ptr<sasl::client_mechanism> broker_sasl::start() const {
+    std::function<std::string()> read_token;
+    if (token) {
+        std::shared_ptr<sasl::token_file> file = token;
+        read_token = [file] {
+            std::string error;
+            return file->current(error);
+        };
+    }
+    return sasl::make_client_mechanism(mechanism, username, password, std::move(read_token));
+}
+
+std::shared_ptr<const broker_sasl> broker_sasl_identity(const proxy_config& config, std::string& error) {
+    error.clear();
+    const kafka_settings& kafka = config.kafka;
+    if (kafka.security_protocol != "SASL_PLAINTEXT" && kafka.security_protocol != "SASL_SSL") return nullptr;
+    auto identity = std::make_shared<broker_sasl>();
+    identity->mechanism = kafka.sasl.mechanism;
+    identity->username = kafka.sasl.username;
+    identity->password = kafka.sasl.password;
+    if (identity->mechanism == "OAUTHBEARER") {
+        identity->token = std::make_shared<sasl::token_file>(kafka.sasl.token_file);
+        std::string problem;
+        if (identity->token->current(problem).empty()) {
+            error = "kafka.sasl.token_file: " + problem;
+            return nullptr;
+        }
+    }
+    return identity;
+}
+
+namespace {
+
+void write_client_id(protocol::wire_writer& writer) {
+    writer.write_string(std::string_view("kafka-partition-proxy"), false);
+}
+
+}  // namespace
+
+std::vector<std::byte> sasl_handshake_request_tail(const std::string& mechanism) {
+    protocol::wire_writer writer;
+    write_client_id(writer);
+    writer.write_string(std::string_view(mechanism), false);
+    return std::move(writer.bytes());
+}
+
+std::vector<std::byte> sasl_authenticate_request_tail(std::span<const uint8_t> auth_bytes) {
+    protocol::wire_writer writer;
+    write_client_id(writer);
+    writer.write_int32(int32_t(auth_bytes.size()));
+    writer.write_raw({reinterpret_cast<const std::byte*>(auth_bytes.data()), auth_bytes.size()});
+    return std::move(writer.bytes());
+}
+
+sasl_answer parse_sasl_handshake_response(std::span<const std::byte> body) {
+    sasl_answer answer;
+    protocol::wire_reader reader(body);
+    answer.error_code = reader.read_int16();
+    int32_t count = reader.read_array_length(false, false, 2);
+    for (int32_t index = 0; index < count && reader.ok(); ++index) {
+        auto name = reader.read_string(false, false);
+        if (name) answer.mechanisms.emplace_back(*name);
+    }
+    answer.malformed = !reader.ok();
+    return answer;
+}
+
+sasl_answer parse_sasl_authenticate_response(std::span<const std::byte> body) {
+    sasl_answer answer;
+    protocol::wire_reader reader(body);
+    answer.error_code = reader.read_int16();
+    if (auto message = reader.read_string(false, true)) answer.error_message = std::string(*message);
+    if (auto bytes = reader.read_bytes_field(false, false))
+        answer.auth_bytes.assign(reinterpret_cast<const uint8_t*>(bytes->data()),
+                                 reinterpret_cast<const uint8_t*>(bytes->data()) + bytes->size());
+    answer.session_lifetime_ms = reader.read_int64();
+    answer.malformed = !reader.ok();
+    return answer;
+}
+
+uint64_t reauthentication_delay_ms(int64_t session_lifetime_ms) {
+    if (session_lifetime_ms <= 0) return 0;
+    thread_local std::minstd_rand random{std::random_device{}()};
+    double share = 0.85 + 0.10 * std::uniform_real_distribution<double>(0.0, 1.0)(random);
+    return std::max<uint64_t>(1, uint64_t(double(session_lifetime_ms) * share));
 }
 
 }  // namespace kpp

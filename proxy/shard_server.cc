@@ -61,7 +61,8 @@ void shard_server::on_accept(void* context, int fd) {
 
 bool shard_server::target_for(int32_t node_id, upstream_target& target) {
     target.node_id = node_id;
-    target.tls = runtime_.broker_tls;
+    target.tls = runtime_.broker_tls.load();
+    target.sasl = runtime_.broker_identity.load();
     if (node_id < 0) {
         // Round robin over the bootstrap servers, then every known broker as a fallback.
         const auto& servers = runtime_.bootstrap_addresses;
@@ -118,7 +119,8 @@ void shard_server::accept_on(port_listener& entry, int fd) {
     bump(metrics_.client_connections_opened);
     auto* session = new client_session(*this, fd, std::move(target));
     sessions_.insert(session);
-    if (runtime_.client_tls) session->use_tls(runtime_.client_tls);
+    if (auto tls = runtime_.client_tls.load()) session->use_tls(std::move(tls));
+    if (auto sasl = runtime_.client_sasl.load()) session->use_sasl(std::move(sasl));
     spdlog::debug("client {} connected on port {} (shard {})", session->peer(), entry.socket->port(), shard_.index());
     session->start();
 }

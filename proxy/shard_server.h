@@ -11,6 +11,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "proxy/client_auth.h"
 #include "proxy/cluster_directory.h"
 #include "proxy/config.h"
 #include "proxy/metrics.h"
@@ -70,8 +71,12 @@ struct proxy_runtime {
     offset_store_info store_info;           // partitions 0: no offset store (nothing is remapped)
     alias_registry aliases;                 // producer aliases resolved by any core
     shared_txn_sequences transactions;      // transactional sequences, for every core
-    std::shared_ptr<reactor::tls_context> client_tls;  // listen.security.protocol SSL; null: plaintext
-    std::shared_ptr<reactor::tls_context> broker_tls;  // kafka.security_protocol SSL; null: plaintext
+    // Security material, replaced whole on SIGHUP (rotation): new connections take the
+    // current one, open connections keep theirs.
+    std::atomic<std::shared_ptr<reactor::tls_context>> client_tls;  // listen.security.protocol *SSL; null: plaintext
+    std::atomic<std::shared_ptr<reactor::tls_context>> broker_tls;  // kafka.security_protocol *SSL; null: plaintext
+    std::atomic<std::shared_ptr<const sasl_listener>> client_sasl;   // listen.security.protocol SASL_*; null: none
+    std::atomic<std::shared_ptr<const kpp::broker_sasl>> broker_identity;// kafka.security_protocol SASL_*; null: none
     std::string instance_id;                // names this process in the store's alias records
 };
 

@@ -15,13 +15,17 @@ namespace {
 constexpr uint32_t response_bytes_max = 1u << 30;
 constexpr uint32_t retry_delay_ms_first = 50;
 constexpr uint32_t retry_delay_ms_max = 1000;
+// Marks the proxy's own SASL requests in the in-flight queue: their answers stay here.
+constexpr uint64_t internal_sequence = UINT64_MAX;
+// SCRAM needs two SaslAuthenticate rounds; a broker asking for many more is not talking SASL.
+constexpr int sasl_rounds_max = 8;
 
 }  // namespace
 
 upstream_link::upstream_link(reactor::event_loop& loop, owner& session, upstream_target target,
                              const proxy_config& config, shard_metrics& metrics)
     : loop_(loop), session_(session), target_(std::move(target)), config_(config), metrics_(metrics),
-      retry_timer_(loop), assembler_(response_bytes_max) {}
+      retry_timer_(loop), reauth_timer_(loop), assembler_(response_bytes_max) {}
 
 upstream_link::~upstream_link() {
     if (attempt_) attempt_->abandon();
@@ -126,9 +130,101 @@ void upstream_link::on_connected(void* context, int result) {
     }
     link.socket_->start_receive();
     if (link.receive_paused_) link.socket_->pause_receive();
-    for (auto& pieces : link.waiting_) link.socket_->send(pieces);
-    link.waiting_.clear();
-    link.waiting_bytes_ = 0;
+    link.sasl_done_once_ = false;
+    if (link.target_.sasl) {
+        link.start_authentication();
+        return;
+    }
+    link.release_waiting();
+}
+
+void upstream_link::release_waiting() {
+    for (auto& pieces : waiting_) socket_->send(pieces);
+    waiting_.clear();
+    waiting_bytes_ = 0;
+}
+
+void upstream_link::send_internal(int16_t api_key, int16_t api_version, std::vector<std::byte>&& tail) {
+    int32_t correlation_id = next_correlation_id_;
+    next_correlation_id_ = next_correlation_id_ == INT32_MAX ? 1 : next_correlation_id_ + 1;
+    uint32_t length = uint32_t(tail.size());
+    reactor::shared_bytes prefix = reactor::shared_bytes::allocate(4 + protocol::request_header_fixed_bytes);
+    protocol::store_int32_be(prefix.data(), int32_t(protocol::request_header_fixed_bytes + length));
+    protocol::store_int16_be(prefix.data() + 4, api_key);
+    protocol::store_int16_be(prefix.data() + 6, api_version);
+    protocol::store_int32_be(prefix.data() + 8, correlation_id);
+    std::vector<reactor::byte_slice> pieces;
+    pieces.push_back(reactor::byte_slice{std::move(prefix), 0, 12});
+    pieces.push_back(reactor::byte_slice{reactor::shared_bytes::copy_of(tail), 0, length});
+    // Not in in_flight_: on a first authentication, requests queued while connecting are in
+    // there already but go out only after this exchange.
+    sasl_request_ = {correlation_id, internal_sequence, api_key, api_version, loop_.now_ns()};
+    socket_->send(pieces);
+}
+
+void upstream_link::start_authentication() {
+    // Requests sent before this are answered first (the broker takes them in order); the
+    // ones that come now wait until the exchange is done.
+    state_ = state::authenticating;
+    reauth_timer_.cancel();
+    sasl_mechanism_ = target_.sasl->start();
+    send_internal(protocol::api_key::sasl_handshake, sasl_handshake_version,
+                  sasl_handshake_request_tail(target_.sasl->mechanism));
+}
+
+void upstream_link::on_sasl_response(const protocol::frame& response, const in_flight_request& request) {
+    const broker_sasl& identity = *target_.sasl;
+    reactor::byte_slice whole = response.contiguous();
+    auto body = whole.span().subspan(protocol::response_correlation_bytes);
+    std::string who = "SASL " + identity.mechanism + " authentication" +
+                      (identity.username.empty() ? std::string() : " as '" + identity.username + "'") + " to " +
+                      target_.endpoint().description;
+    auto give_up = [&](const std::string& why) {
+        bump(metrics_.sasl_broker_failed);
+        fail(who + " failed: " + why);
+    };
+    if (request.api_key == protocol::api_key::sasl_handshake) {
+        sasl_answer answer = parse_sasl_handshake_response(body);
+        if (answer.malformed) return give_up("malformed SaslHandshake response");
+        if (answer.error_code != 0) {
+            std::string offered;
+            for (const std::string& name : answer.mechanisms) offered += (offered.empty() ? "" : ", ") + name;
+            return give_up("the broker does not enable " + identity.mechanism + " (it offers: " +
+                           (offered.empty() ? std::string("none") : offered) + "); set kafka.sasl.mechanism");
+        }
+        if (!sasl_mechanism_) return give_up("unknown mechanism");
+        sasl_rounds_ = 0;
+        std::vector<uint8_t> first = sasl_mechanism_->initial();
+        if (first.empty()) return give_up(sasl_mechanism_->step({}).reason);
+        send_internal(api_key_sasl_authenticate, sasl_authenticate_version, sasl_authenticate_request_tail(first));
+        return;
+    }
+    sasl_answer answer = parse_sasl_authenticate_response(body);
+    if (answer.malformed) return give_up("malformed SaslAuthenticate response");
+    if (answer.error_code != 0)
+        return give_up(answer.error_message.empty() ? "error " + std::to_string(answer.error_code)
+                                                    : answer.error_message + " (check kafka.sasl.username and password)");
+    sasl::client_step step = sasl_mechanism_->step(answer.auth_bytes);
+    if (step.status == sasl::client_status::failed) return give_up(step.reason);
+    if (step.status == sasl::client_status::continue_exchange) {
+        if (++sasl_rounds_ > sasl_rounds_max) return give_up("the exchange did not end");
+        send_internal(api_key_sasl_authenticate, sasl_authenticate_version,
+                      sasl_authenticate_request_tail(step.message));
+        return;
+    }
+    bump(metrics_.sasl_broker_ok);
+    spdlog::debug("{} {}", who, sasl_done_once_ ? "renewed" : "succeeded");
+    sasl_done_once_ = true;
+    sasl_mechanism_.reset();
+    state_ = state::connected;
+    if (uint64_t delay = reauthentication_delay_ms(answer.session_lifetime_ms))
+        reauth_timer_.arm_after_ms(delay, &upstream_link::on_reauth_timer, this);
+    release_waiting();
+}
+
+void upstream_link::on_reauth_timer(reactor::timer&, void* context) {
+    auto& link = *static_cast<upstream_link*>(context);
+    if (link.state_ == state::connected && link.target_.sasl) link.start_authentication();
 }
 
 void upstream_link::schedule_retry(int error) {
@@ -169,13 +265,19 @@ void upstream_link::on_data(reactor::byte_slice chunk) {
     }
     bool under_pressure = loop_.buffers().available() < loop_.buffers().count() / 4;
     auto status = assembler_.feed(std::move(chunk), under_pressure, [this](protocol::frame&& response) {
-        if (state_ != state::connected) return;
+        if (!live()) return;
         std::array<std::byte, 4> raw{};
         if (response.copy_out(0, raw) < 4) {
             fail(target_.endpoint().description + " sent a response shorter than its header");
             return;
         }
         int32_t correlation_id = protocol::load_int32_be(raw.data());
+        if (sasl_request_.sequence == internal_sequence && sasl_request_.upstream_correlation_id == correlation_id) {
+            in_flight_request request = sasl_request_;
+            sasl_request_ = {};
+            on_sasl_response(response, request);
+            return;
+        }
         if (in_flight_.empty() || in_flight_.front().upstream_correlation_id != correlation_id) {
             fail(target_.endpoint().description + " answered correlation id " + std::to_string(correlation_id) +
                  ", which is not the oldest request in flight");
@@ -185,21 +287,22 @@ void upstream_link::on_data(reactor::byte_slice chunk) {
         in_flight_.pop_front();
         session_.on_upstream_response(std::move(response), request);
     });
-    if (status != protocol::frame_status::ok && state_ == state::connected)
+    if (status != protocol::frame_status::ok && live())
         fail(target_.endpoint().description + " sent a response frame with an invalid size");
 }
 
 void upstream_link::on_end(int error) {
-    if (state_ != state::connected) return;
+    if (!live()) return;
     if (const reactor::tls_engine* tls = socket_->tls(); tls && tls->state() == reactor::tls_state::failed) {
         if (!tls_established_) bump(metrics_.tls_broker_handshake_failures);
         fail("TLS toward " + target_.endpoint().description + " failed: " + tls->error());
         return;
     }
-    if (in_flight_.empty() && silent_reconnect_allowed_) {
+    if (in_flight_.empty() && silent_reconnect_allowed_ && state_ == state::connected) {
         // The broker closed an idle connection (connections.max.idle.ms): reconnect on demand.
         spdlog::debug("{} closed an idle connection; will reconnect on the next request", target_.endpoint().description);
         state_ = state::retiring;
+        reauth_timer_.cancel();
         socket_->close();
         return;
     }
@@ -217,6 +320,7 @@ void upstream_link::fail(const std::string& reason) {
 void upstream_link::close() {
     if (state_ == state::closing || state_ == state::closed) return;
     retry_timer_.cancel();
+    reauth_timer_.cancel();
     if (attempt_) {
         attempt_->abandon();
         attempt_ = nullptr;
@@ -261,12 +365,12 @@ void upstream_link::on_send_drained() { session_.on_upstream_drained(); }
 
 void upstream_link::pause_receive() {
     receive_paused_ = true;
-    if (socket_ && state_ == state::connected) socket_->pause_receive();
+    if (socket_ && live()) socket_->pause_receive();
 }
 
 void upstream_link::resume_receive() {
     receive_paused_ = false;
-    if (socket_ && state_ == state::connected) socket_->resume_receive();
+    if (socket_ && live()) socket_->resume_receive();
 }
 
 }  // namespace kpp

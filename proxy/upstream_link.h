@@ -13,6 +13,7 @@
 #include "protocol/header.h"
 #include "proxy/config.h"
 #include "proxy/metrics.h"
+#include "proxy/security.h"
 #include "reactor/address.h"
 #include "reactor/connector.h"
 #include "reactor/event_loop.h"
@@ -35,6 +36,8 @@ struct upstream_target {
     size_t current = 0;
     // kafka.security_protocol SSL: every connection of this target speaks TLS; null: plaintext.
     std::shared_ptr<reactor::tls_context> tls;
+    // kafka.security_protocol SASL_*: every connection authenticates first; null: none.
+    std::shared_ptr<const broker_sasl> sasl;
 
     const upstream_endpoint& endpoint() const { return endpoints[current]; }
 };
@@ -86,7 +89,10 @@ public:
     const upstream_target& target() const { return target_; }
 
 private:
-    enum class state { idle, connecting, backoff, connected, retiring, closing, closed };
+    // `authenticating`: connected, the SASL exchange (first or re-authentication) in
+    // progress; requests wait in `waiting_` until it is done.
+    enum class state { idle, connecting, backoff, connected, authenticating, retiring, closing, closed };
+    bool live() const { return state_ == state::connected || state_ == state::authenticating; }
 
     void on_data(reactor::byte_slice chunk) override;
     void on_end(int error) override;
@@ -99,6 +105,12 @@ private:
     void fail(const std::string& reason);
     static void on_connected(void* context, int result);
     static void on_retry_timer(reactor::timer& self, void* context);
+    static void on_reauth_timer(reactor::timer& self, void* context);
+    // SASL toward the broker (DESIGN.md section 6).
+    void start_authentication();
+    void send_internal(int16_t api_key, int16_t api_version, std::vector<std::byte>&& tail);
+    void on_sasl_response(const protocol::frame& response, const in_flight_request& request);
+    void release_waiting();
 
     bool tls_established_ = false;  // this connection's TLS handshake completed
     reactor::event_loop& loop_;
@@ -110,6 +122,11 @@ private:
     std::unique_ptr<reactor::stream_socket> socket_;
     reactor::connect_attempt* attempt_ = nullptr;
     reactor::timer retry_timer_;
+    reactor::timer reauth_timer_;
+    std::unique_ptr<sasl::client_mechanism> sasl_mechanism_;
+    bool sasl_done_once_ = false;
+    int sasl_rounds_ = 0;
+    in_flight_request sasl_request_;  // the proxy's own SASL request awaiting its answer  // this connection authenticated before: the next is a re-authentication
     uint64_t connect_started_ns_ = 0;
     uint32_t retry_delay_ms_ = 0;
     size_t endpoints_tried_ = 0;  // in this round of connect attempts

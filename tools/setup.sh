@@ -96,7 +96,7 @@ install_debian_packages() {
     libssl-dev zlib1g-dev liblz4-dev libzstd-dev libsnappy-dev
     libgtest-dev libgmock-dev libbenchmark-dev
     librdkafka-dev kcat
-    golang-go golang-github-shopify-sarama-dev
+    golang-go golang-github-shopify-sarama-dev golang-github-xdg-go-scram-dev
     python3 python3-pytest python3-confluent-kafka python3-kafka
     python3-snappy python3-lz4 python3-zstandard
     curl procps valgrind ca-certificates haproxy openssl

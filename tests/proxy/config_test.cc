@@ -116,7 +116,7 @@ listen:
         users:
           alice: secret
           bob: {password: hunter2, iterations: 8192}
-          carol: {salt: c2FsdA==, iterations: 4096, stored_key: a2V5, server_key: c2Vydg==}
+          carol: {salt: c2FsdA==, iterations: 4096, stored_key: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=, server_key: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=}
         file: /etc/creds.yaml
       oauthbearer:
         jwks_url: https://auth.example.com/jwks.json
@@ -160,8 +160,13 @@ logging: {level: DEBUG, format: json}
   EXPECT_EQ(security.tls.principal_mapping_rules,
             (std::vector<std::string>{"RULE:^CN=([^,]+).*$/$1/L", "DEFAULT"}));
   EXPECT_EQ(security.sasl.enabled_mechanisms, (std::vector<std::string>{"PLAIN", "SCRAM-SHA-256"}));
-  EXPECT_EQ(security.sasl.users,
-            (std::map<std::string, std::string>{{"alice", "secret"}, {"bob", "hunter2"}, {"carol", ""}}));
+  ASSERT_EQ(security.sasl.users.size(), 3u);
+  EXPECT_EQ(security.sasl.users.at("alice").password, "secret");
+  EXPECT_EQ(security.sasl.users.at("bob").password, "hunter2");
+  EXPECT_EQ(security.sasl.users.at("bob").iterations, 8192u);
+  EXPECT_EQ(security.sasl.users.at("carol").password, "");
+  EXPECT_EQ(security.sasl.users.at("carol").salt, "c2FsdA==");
+  EXPECT_EQ(security.sasl.users.at("carol").stored_key.size(), 44u);
   EXPECT_EQ(security.sasl.credentials_file, "/etc/creds.yaml");
   EXPECT_EQ(security.sasl.jwks_url, "https://auth.example.com/jwks.json");
   EXPECT_EQ(security.sasl.public_key_path, "/keys/pub.pem");
@@ -409,14 +414,39 @@ TEST(config_security, ssl_listener_needs_its_files_and_sasl_is_refused_for_now) 
   EXPECT_LOAD_ERROR(with_bootstrap("listen: {security: {tls: {require_client_cert: true}}}\n"),
                     "listen.security.tls.ca_cert_path: require_client_cert needs the CA");
   EXPECT_LOAD_ERROR(with_bootstrap("listen: {security: {protocol: SASL_SSL}}\n"),
-                    "listen.security.protocol: SASL_SSL is not supported yet");
+                    "listen.security.tls.cert_path: SASL_SSL needs the server certificate chain");
+  EXPECT_LOAD_ERROR(with_bootstrap("listen: {security: {protocol: SASL_PLAINTEXT}}\n"),
+                    "listen.security.sasl.enabled_mechanisms: SASL_PLAINTEXT needs at least one of");
+  EXPECT_LOAD_ERROR(with_bootstrap("listen: {security: {protocol: SASL_PLAINTEXT, sasl: {enabled_mechanisms: [PLAIN]}}}\n"),
+                    "listen.security.sasl.credentials: PLAIN and SCRAM need users");
+  EXPECT_LOAD_ERROR(with_bootstrap("listen: {security: {protocol: SASL_PLAINTEXT, sasl: {enabled_mechanisms: "
+                                   "[OAUTHBEARER]}}}\n"),
+                    "listen.security.sasl.oauthbearer: OAUTHBEARER needs public_key_path or jwks_url");
+  EXPECT_LOAD_ERROR(with_bootstrap("listen: {security: {protocol: SASL_PLAINTEXT, sasl: {enabled_mechanisms: "
+                                   "[OAUTHBEARER], oauthbearer: {jwks_url: 'https://idp/keys'}}}}\n"),
+                    "listen.security.sasl.oauthbearer.jwks_url: only a file");
+  proxy_config sasl = load_config_string(
+      with_bootstrap("listen: {security: {protocol: SASL_PLAINTEXT, sasl: {enabled_mechanisms: [SCRAM-SHA-512], "
+                     "session_lifetime_ms: 60000, credentials: {users: {app: pw}}}}}\n"));
+  EXPECT_EQ(sasl.listen.security.sasl.session_lifetime_ms, 60000u);
+  EXPECT_EQ(sasl.listen.security.sasl.failed_authentication_delay_ms, 100u);
   EXPECT_LOAD_ERROR(with_bootstrap("  security_protocol: sasl_plaintext\n"),
-                    "kafka.security_protocol: SASL_PLAINTEXT is not supported yet");
+                    "kafka.sasl.username: PLAIN needs the proxy's user name");
+  EXPECT_LOAD_ERROR(with_bootstrap("  security_protocol: sasl_ssl\n  sasl: {mechanism: oauthbearer}\n"),
+                    "kafka.sasl.token_file: OAUTHBEARER needs the file holding the token");
 }
 
 TEST(config_security, sasl_values_are_validated) {
   EXPECT_LOAD_ERROR(with_bootstrap("  sasl: {mechanism: GSSAPI}\n"),
-                    "kafka.sasl.mechanism: expected one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, got 'GSSAPI'");
+                    "kafka.sasl.mechanism: expected one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER, got 'GSSAPI'");
+  EXPECT_LOAD_ERROR(with_bootstrap("listen: {security: {sasl: {credentials: {users: {bob: {iterations: 100, "
+                                   "password: x}}}}}}\n"),
+                    "listen.security.sasl.credentials.users.bob.iterations:");
+  EXPECT_LOAD_ERROR(with_bootstrap("listen: {security: {sasl: {credentials: {users: {bob: {salt: c2FsdA==, "
+                                   "stored_key: a2V5, server_key: a2V5}}}}}}\n"),
+                    "listen.security.sasl.credentials.users.bob.stored_key: expected 32 bytes (SCRAM-SHA-256) or 64");
+  EXPECT_LOAD_ERROR(with_bootstrap("listen: {security: {sasl: {credentials: {users: {bob: {salt: c2FsdA==}}}}}}\n"),
+                    "listen.security.sasl.credentials.users.bob.stored_key: required with the other SCRAM keys");
   EXPECT_LOAD_ERROR(with_bootstrap("listen: {security: {sasl: {enabled_mechanisms: [PLAIN, MD5]}}}\n"),
                     "listen.security.sasl.enabled_mechanisms[1]: expected one of PLAIN");
   EXPECT_LOAD_ERROR(with_bootstrap("listen: {security: {sasl: {credentials: {users: {bob: {iterations: x}}}}}}\n"),
