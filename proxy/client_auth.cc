@@ -58,6 +58,14 @@ void add_user(sasl_listener& out, const std::string& name, const sasl_user& user
     out.scram[{hash, name}] = std::move(credential);
 }
 
+// What a client sent, fit for a log line: printable ASCII only, bounded.
+std::string printable(std::string_view text, size_t max_bytes = 64) {
+    std::string out;
+    for (char c : text.substr(0, max_bytes)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
+    if (text.size() > max_bytes) out += "...";
+    return out;
+}
+
 bool is_enabled(const sasl_listener& listener, std::string_view name) {
     return std::find(listener.mechanisms.begin(), listener.mechanisms.end(), name) != listener.mechanisms.end();
 }
@@ -163,7 +171,7 @@ client_authenticator::outcome client_authenticator::handshake(std::span<const st
     } else if (!is_enabled(*listener_, name)) {
         error_code = unsupported_sasl_mechanism;
         spdlog::warn("client {}: SASL mechanism '{}' is not enabled (listen.security.sasl.enabled_mechanisms)", peer_,
-                     name.substr(0, 64));
+                     printable(name));
     } else {
         mechanism_ = name == "OAUTHBEARER" ? listener_->make_oauthbearer()
                                            : sasl::make_mechanism(name, listener_->store);
@@ -194,12 +202,12 @@ client_authenticator::step_answer client_authenticator::step(std::span<const uin
     if (result.status == sasl::step_status::succeeded && reauthentication && result.user != principal_) {
         // KIP-368: a re-authentication may not change who the connection is.
         result.status = sasl::step_status::failed;
-        result.reason = "re-authentication as another user (the session is '" + principal_ + "')";
+        result.reason = "re-authentication as another user (the session is '" + printable(principal_, 128) + "')";
     }
     if (result.status == sasl::step_status::failed) {
         count(false);
         spdlog::warn("client {}: SASL {} authentication failed for user '{}': {}", peer_, mechanism_name_,
-                     result.user.substr(0, 128), result.reason);
+                     printable(result.user, 128), result.reason);
         answer.error_code = sasl_authentication_failed;
         answer.failed = true;
         mechanism_.reset();
@@ -222,7 +230,7 @@ client_authenticator::step_answer client_authenticator::step(std::span<const uin
     authenticated_ = true;
     principal_ = result.user;
     spdlog::debug("client {}: {} as '{}' with SASL {}", peer_, reauthentication ? "re-authenticated" : "authenticated",
-                  principal_, mechanism_name_);
+                  printable(principal_, 128), mechanism_name_);
     mechanism_.reset();
     return answer;
 }
