@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+#include <atomic>
 
 #include "protocol/api.h"
 #include "protocol/conformance.h"
@@ -35,8 +36,8 @@ client_session::~client_session() = default;
 void client_session::start() { client_.start_receive(); }
 
 void client_session::use_tls(std::shared_ptr<reactor::tls_context> context) {
-    client_.enable_tls(std::make_unique<reactor::tls_engine>(std::move(context)));
-    bump(server_.metrics().tls_userspace_connections);
+    bool kernel = context->kernel_offload();
+    client_.enable_tls(std::make_unique<reactor::tls_engine>(std::move(context)), kernel);
     tls_deadline_ns_ = server_.loop().now_ns() +
                        uint64_t(server_.config().listen.security.tls.handshake_timeout_ms) * 1'000'000u;
 }
@@ -404,6 +405,13 @@ void client_session::apply_backpressure() {
 }
 
 void client_session::on_send_drained() { apply_backpressure(); }
+
+void client_session::on_tls_ready(bool kernel) {
+    bump(kernel ? server_.metrics().tls_kernel_connections : server_.metrics().tls_userspace_connections);
+    static std::atomic<bool> logged{false};
+    if (kernel && !logged.exchange(true))
+        spdlog::info("kernel TLS: the first client connection's record layer moved to the kernel ({})", peer_);
+}
 void client_session::on_upstream_drained() { apply_backpressure(); }
 
 void client_session::on_end(int error) {

@@ -62,6 +62,7 @@ private:
     void on_end(int error) override;
     void on_closed() override;
     void on_send_drained() override;
+    void on_tls_ready(bool kernel) override;
     // Upstream events.
     void on_upstream_response(protocol::frame&& response, const in_flight_request& request) override;
     void on_upstream_failed(const std::string& reason) override;

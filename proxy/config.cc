@@ -409,7 +409,8 @@ void parse_listen_security(const section& listen, listen_security_settings& out)
   read_security_protocol(security, "protocol", out.protocol);
 
   section tls = security.child("tls", {"cert_path", "key_path", "ca_cert_path", "require_client_cert", "principal",
-                                      "min_version", "handshake_timeout_ms"});
+                                      "min_version", "handshake_timeout_ms", "kernel_offload"});
+  read_bool(tls, "kernel_offload", out.tls.kernel_offload);
   read_string(tls, "cert_path", out.tls.cert_path);
   read_string(tls, "key_path", out.tls.key_path);
   read_string(tls, "ca_cert_path", out.tls.ca_cert_path);

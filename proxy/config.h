@@ -47,6 +47,7 @@ struct listen_tls_settings {
   bool require_client_cert = false;
   std::string min_version = "TLSv1.2";
   uint32_t handshake_timeout_ms = 10000;  // a connection still handshaking then is closed
+  bool kernel_offload = true;  // hand the record layer to the kernel where it offers TLS
   std::vector<std::string> principal_mapping_rules{"DEFAULT"};
 };
 

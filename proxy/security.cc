@@ -1,6 +1,8 @@
 #include "proxy/security.h"
 
+#include <cstdlib>
 #include <random>
+#include <string_view>
 
 #include "protocol/wire.h"
 
@@ -17,6 +19,11 @@ std::shared_ptr<reactor::tls_context> listener_tls_context(const proxy_config& c
     settings.ca_cert_path = security.tls.ca_cert_path;
     settings.require_client_cert = security.tls.require_client_cert;
     settings.min_version = security.tls.min_version;
+    // KPP_TLS_TRY_KERNEL=1 attempts the handoff even where the kernel lacks TLS (it then
+    // fails and the connection stays in userspace): how the switch is tested on such kernels.
+    const char* force = std::getenv("KPP_TLS_TRY_KERNEL");
+    settings.kernel_offload = security.tls.kernel_offload &&
+                              (reactor::kernel_tls_offered() || (force && std::string_view(force) == "1"));
     auto context = reactor::tls_context::create(settings, error);
     if (!context) error = "listen.security.tls." + error;
     return context;

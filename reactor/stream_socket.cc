@@ -49,7 +49,7 @@ void stream_socket::start_receive() {
 }
 
 void stream_socket::arm_receive() {
-    if (receiving_ || closing_ || !receive_wanted_) return;
+    if (receiving_ || closing_ || !receive_wanted_ || kernel_switching_) return;
     io_uring_sqe& sqe = loop_.prepare(&receive_completion_);
     io_uring_prep_recv_multishot(&sqe, fd_, nullptr, 0, 0);
     sqe.flags |= IOSQE_BUFFER_SELECT;
@@ -108,6 +108,7 @@ void stream_socket::on_receive_completion(completion& self, int32_t result, uint
         socket.maybe_finish_close();
         return;
     }
+    if (!socket.receiving_ && socket.kernel_switching_) socket.finish_kernel_switch();
     if (!socket.receiving_ && socket.receive_wanted_ && !socket.receive_paused_) socket.arm_receive();
 }
 
@@ -128,8 +129,9 @@ void stream_socket::send(byte_slice slice) {
     enqueue(std::move(slice));
 }
 
-void stream_socket::enable_tls(std::unique_ptr<tls_engine> engine) {
+void stream_socket::enable_tls(std::unique_ptr<tls_engine> engine, bool try_kernel) {
     tls_ = std::move(engine);
+    kernel_wanted_ = try_kernel;
     zero_copy_allowed_ = false;  // ciphertext is the proxy's own memory, sent once
     tls_->start();
     send_tls_output();
@@ -152,12 +154,52 @@ void stream_socket::on_tls_data(std::span<const std::byte> ciphertext) {
         handler_.on_data(byte_slice{shared_bytes::copy_of(plaintext), 0, length});
         if (closing_) return;
     }
+    if (!tls_decided_ && tls_->established()) decide_record_layer();
+    if (!tls_) return;  // handed to the kernel
     if (tls_->state() == tls_state::failed) {
         fail_and_close(-EPROTO);
     } else if (tls_->state() == tls_state::closed && !end_reported_) {
         end_reported_ = true;
         receive_wanted_ = false;
         handler_.on_end(0);
+    }
+}
+
+void stream_socket::decide_record_layer() {
+    tls_decided_ = true;
+    if (!kernel_wanted_ || !tls_->kernel_handoff()) {
+        handler_.on_tls_ready(false);
+        return;
+    }
+    // A multishot receive may already hold ciphertext read before the keys are installed:
+    // stop it, and switch when it reports that it ended.
+    kernel_switching_ = true;
+    if (receiving_)
+        loop_.cancel(receive_completion_);
+    else
+        finish_kernel_switch();
+}
+
+void stream_socket::finish_kernel_switch() {
+    kernel_switching_ = false;
+    // Bytes that arrived meanwhile went through the engine: then it can no longer hand over.
+    std::optional<ktls_material> material = tls_ ? tls_->kernel_handoff() : std::nullopt;
+    if (!material) {
+        handler_.on_tls_ready(false);
+        return;
+    }
+    std::string error;
+    switch (install_kernel_tls(fd_, *material, error)) {
+    case ktls_install::installed:
+        tls_.reset();
+        handler_.on_tls_ready(true);
+        return;
+    case ktls_install::unavailable:
+        handler_.on_tls_ready(false);
+        return;
+    case ktls_install::broken:
+        fail_and_close(-EPROTO);
+        return;
     }
 }
 

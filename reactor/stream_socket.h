@@ -27,6 +27,9 @@ public:
         virtual void on_end(int error) = 0;          // peer closed (0) or -errno; no more on_data
         virtual void on_closed() = 0;                // fd closed, nothing in flight: owner may free
         virtual void on_send_drained() {}            // the send queue became empty
+        // TLS: the handshake is done and the record layer stays in the proxy (false) or
+        // moved to the kernel (true); called once per connection.
+        virtual void on_tls_ready(bool /*kernel*/) {}
         virtual ~events() = default;
     };
 
@@ -51,8 +54,11 @@ public:
     // (a client engine's ClientHello at once); plaintext sent during the handshake waits in
     // the engine. A TLS failure or the peer's close_notify ends the stream like a closed
     // connection: on_end(-EPROTO) or on_end(0); tls()->error() says what failed. Call
-    // before start_receive().
-    void enable_tls(std::unique_ptr<tls_engine> engine);
+    // before start_receive(). With `try_kernel`, a connection the engine can hand over
+    // (tls_engine::kernel_handoff) moves its record layer to the kernel after the handshake:
+    // receiving stops, the keys are installed once no receive can hold ciphertext, and the
+    // socket then moves plaintext; where the kernel refuses, the engine goes on.
+    void enable_tls(std::unique_ptr<tls_engine> engine, bool try_kernel = false);
     const tls_engine* tls() const { return tls_.get(); }
 
     // Shuts the socket down now (pending sends are dropped) and closes it once every
@@ -100,6 +106,8 @@ private:
     void enqueue(byte_slice slice);
     void send_tls_output();
     void on_tls_data(std::span<const std::byte> ciphertext);
+    void decide_record_layer();
+    void finish_kernel_switch();
     static void on_receive_completion(completion& self, int32_t result, uint32_t flags);
     static void on_send_completion(completion& self, int32_t result, uint32_t flags);
     static void on_zero_copy_completion(completion& self, int32_t result, uint32_t flags);
@@ -127,6 +135,9 @@ private:
     bool end_reported_ = false;
     counters stats_;
     std::unique_ptr<tls_engine> tls_;
+    bool kernel_wanted_ = false;     // enable_tls(try_kernel)
+    bool tls_decided_ = false;       // on_tls_ready reported
+    bool kernel_switching_ = false;  // waiting for the receive to stop before installing keys
 };
 
 }  // namespace kpp::reactor

@@ -101,7 +101,25 @@ std::shared_ptr<tls_context> tls_context::create(const tls_settings& settings, s
     }
     SSL_CTX_set_verify(context, mode, nullptr);
     if (server) SSL_CTX_set_session_cache_mode(context, SSL_SESS_CACHE_SERVER);
-    return std::shared_ptr<tls_context>(new tls_context(context, settings.role, verify_peer));
+    bool offload = server && settings.kernel_offload;
+    if (offload) {
+        // A ticket sent after the handshake would move the sequence number the kernel must
+        // start from; clients of a proxy reconnect rarely enough to do without resumption.
+        SSL_CTX_set_num_tickets(context, 0);
+        SSL_CTX_set_keylog_callback(context, [](const SSL* ssl, const char* line) {
+            auto* engine = static_cast<tls_engine*>(SSL_get_app_data(ssl));
+            std::string_view text(line);
+            size_t first = text.find(' ');
+            size_t second = first == std::string_view::npos ? first : text.find(' ', first + 1);
+            if (!engine || second == std::string_view::npos) return;
+            std::string_view hex = text.substr(second + 1);
+            std::vector<uint8_t> secret;
+            for (size_t at = 0; at + 1 < hex.size(); at += 2)
+                secret.push_back(uint8_t(std::stoi(std::string(hex.substr(at, 2)), nullptr, 16)));
+            engine->note_secret(text.substr(0, first), std::move(secret));
+        });
+    }
+    return std::shared_ptr<tls_context>(new tls_context(context, settings.role, verify_peer, offload));
 }
 
 tls_context::~tls_context() { SSL_CTX_free(context_); }
@@ -120,6 +138,7 @@ tls_engine::tls_engine(std::shared_ptr<tls_context> context, std::string_view se
     }
     // An empty memory BIO reads as "retry later", not end of file.
     BIO_set_mem_eof_return(network_in_, -1);
+    SSL_set_app_data(ssl_, this);  // the key log callback finds the engine
     SSL_set_bio(ssl_, network_in_, network_out_);  // ssl_ owns both now
     if (context_->role() == tls_role::server) {
         SSL_set_accept_state(ssl_);
@@ -193,6 +212,7 @@ size_t tls_engine::read(std::vector<std::byte>& out, size_t max_bytes) {
         if (SSL_read_ex(ssl_, chunk, want, &got) == 1) {
             out.insert(out.end(), chunk, chunk + got);
             total += got;
+            application_bytes_ += got;
             continue;
         }
         int reason = SSL_get_error(ssl_, 0);
@@ -222,8 +242,34 @@ bool tls_engine::write(std::span<const std::byte> plaintext) {
             return false;
         }
         done += wrote;
+        application_bytes_ += wrote;
     }
     return true;
+}
+
+void tls_engine::note_secret(std::string_view label, std::vector<uint8_t> secret) {
+    if (label == "CLIENT_TRAFFIC_SECRET_0") client_traffic_secret_ = std::move(secret);
+    if (label == "SERVER_TRAFFIC_SECRET_0") server_traffic_secret_ = std::move(secret);
+}
+
+std::optional<ktls_material> tls_engine::kernel_handoff() const {
+    if (state_ != tls_state::established || !context_->kernel_offload() || !ssl_) return std::nullopt;
+    if (SSL_version(ssl_) != TLS1_3_VERSION) return std::nullopt;
+    const SSL_CIPHER* suite = SSL_get_current_cipher(ssl_);
+    auto cipher = suite ? ktls_cipher_of(SSL_CIPHER_get_name(suite)) : std::nullopt;
+    if (!cipher || client_traffic_secret_.empty() || server_traffic_secret_.empty()) return std::nullopt;
+    // Both sequence numbers are 0 only while nothing was protected with the traffic keys,
+    // and the kernel continues from the socket's next byte only if nothing is buffered here.
+    if (application_bytes_ != 0 || !pending_.empty() || SSL_has_pending(ssl_) || BIO_ctrl_pending(network_in_) != 0 ||
+        BIO_ctrl_pending(network_out_) != 0)
+        return std::nullopt;
+    bool server = context_->role() == tls_role::server;
+    ktls_material material;
+    material.cipher = *cipher;
+    if (!tls13_traffic_keys(*cipher, server ? server_traffic_secret_ : client_traffic_secret_, material.transmit) ||
+        !tls13_traffic_keys(*cipher, server ? client_traffic_secret_ : server_traffic_secret_, material.receive))
+        return std::nullopt;
+    return material;
 }
 
 void tls_engine::flush_pending() {

@@ -20,6 +20,8 @@
 #include <string_view>
 #include <vector>
 
+#include "reactor/ktls.h"
+
 // OpenSSL types, kept out of every includer's namespace.
 struct ssl_ctx_st;
 struct ssl_st;
@@ -40,6 +42,9 @@ struct tls_settings {
     bool require_client_cert = false;  // server: mTLS
     bool verify_peer = true;           // client: certificate chain and host name
     std::string min_version = "TLSv1.2";
+    // server: prepare connections for kernel TLS (no session tickets, the TLS 1.3 traffic
+    // secrets kept until the handoff); see tls_engine::kernel_handoff().
+    bool kernel_offload = false;
 };
 
 // An SSL_CTX: certificates, keys, verification, protocol versions. Shared by the
@@ -54,14 +59,16 @@ public:
 
     tls_role role() const { return role_; }
     bool verify_peer() const { return verify_peer_; }
+    bool kernel_offload() const { return kernel_offload_; }
     ssl_ctx_st* native() const { return context_; }
 
 private:
-    tls_context(ssl_ctx_st* context, tls_role role, bool verify_peer)
-        : context_(context), role_(role), verify_peer_(verify_peer) {}
+    tls_context(ssl_ctx_st* context, tls_role role, bool verify_peer, bool kernel_offload)
+        : context_(context), role_(role), verify_peer_(verify_peer), kernel_offload_(kernel_offload) {}
     ssl_ctx_st* context_;
     tls_role role_;
     bool verify_peer_;
+    bool kernel_offload_;
 };
 
 enum class tls_state : uint8_t {
@@ -105,6 +112,14 @@ public:
     // Plaintext accepted by write() and not yet encrypted (waiting for the handshake).
     size_t pending_plaintext() const { return pending_.size(); }
 
+    // The record keys to hand to the kernel, when this connection can switch now: a
+    // context with kernel_offload, TLS 1.3 with AES-GCM, and nothing in flight inside the
+    // engine (no application byte read or written yet, no ciphertext buffered either way),
+    // so both sequence numbers are 0. nullopt otherwise: the connection stays here.
+    std::optional<ktls_material> kernel_handoff() const;
+    // Called by OpenSSL's key log with each secret of the handshake (kernel_offload only).
+    void note_secret(std::string_view label, std::vector<uint8_t> secret);
+
 private:
     void advance();
     void flush_pending();
@@ -117,6 +132,8 @@ private:
     tls_state state_ = tls_state::handshaking;
     std::string error_;
     std::vector<std::byte> pending_;  // plaintext written before the handshake finished
+    uint64_t application_bytes_ = 0;  // read or written since the handshake
+    std::vector<uint8_t> client_traffic_secret_, server_traffic_secret_;  // kernel_offload only
 };
 
 // Whether this kernel offers TLS offload to sockets ("tls" among

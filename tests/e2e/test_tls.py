@@ -134,6 +134,28 @@ def test_plaintext_garbage_and_stalled_handshakes_are_closed(tls_proxy, mock202,
     assert len(vs.confluent_send(producer, [(topic, 42, None, b"after", None)])) == 1
 
 
+def test_kernel_tls_is_not_chosen_where_the_kernel_lacks_it(mock202, pki, tmp_path, monkeypatch):
+    """This kernel has no TLS ULP. Forced to try (KPP_TLS_TRY_KERNEL=1), the proxy stops
+    receiving after each handshake, tries to install the keys, is refused, and carries on
+    in userspace: clients see nothing of it, and the metric says where the records went."""
+    monkeypatch.setenv("KPP_TLS_TRY_KERNEL", "1")
+    proxy = tb.Proxy(mock202, tmp_path, "tls-ktls-proxy", VIRTUAL_MAPPING_202, listen_extra=tls_listen(pki))
+    monkeypatch.delenv("KPP_TLS_TRY_KERNEL")
+    try:
+        topic, _ = tb.Endpoint(mock202, proxy).create_topic(tb.unique_name("vp-ktls"), PHYSICAL)
+        expected = tb.expected_values("k", VIRTUAL, 2)
+        acked, failed = tb.confluent_produce(proxy.bootstrap, topic, expected, extra_config=ssl_client(pki))
+        assert not failed and len(acked) == VIRTUAL * 2, failed[:5]
+        reads = vs.read_partitions(proxy.bootstrap, topic, [3, 50, 97], **ssl_client(pki))
+        tb.check_partition_streams(vs.as_stream(reads), {p: expected[p] for p in (3, 50, 97)})
+        metrics = samples(proxy)
+        assert metrics.get('kpp_tls_connections_total{mode="kernel"}', 0) == 0, metrics
+        assert metrics.get('kpp_tls_connections_total{mode="userspace"}', 0) >= 2
+        assert "kernel TLS not offered by this kernel" in proxy.log_tail(400)
+    finally:
+        proxy.stop()
+
+
 def test_client_certificates_when_required(mock202, pki, tmp_path):
     listen = tls_listen(pki, f"      ca_cert_path: {pki / 'ca.pem'}\n      require_client_cert: true\n")
     proxy = tb.Proxy(mock202, tmp_path, "mtls-proxy", VIRTUAL_MAPPING_202, listen_extra=listen)
