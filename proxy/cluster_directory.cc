@@ -71,32 +71,38 @@ private:
         response.erase(response.begin(), response.begin() + 4);  // correlation id
         return response;
     }
-    // SaslHandshake, then SaslAuthenticate rounds until the mechanism is done.
+    // SaslHandshake, then SaslAuthenticate rounds until the mechanism is done; failures
+    // worded as the cores' connections word them (upstream_link).
     void authenticate(const broker_sasl& identity) {
+        std::string who = "SASL " + identity.mechanism + " authentication" +
+                          (identity.username.empty() ? std::string() : " as '" + identity.username + "'");
+        auto failed = [&](const std::string& why) { return std::runtime_error(who + " failed: " + why); };
         sasl_answer handshake = parse_sasl_handshake_response(sasl_exchange(
             protocol::api_key::sasl_handshake, sasl_handshake_version, sasl_handshake_request_tail(identity.mechanism)));
-        if (handshake.malformed) throw std::runtime_error("malformed SaslHandshake response");
-        if (handshake.error_code != 0)
-            throw std::runtime_error("SASL: the broker does not enable " + identity.mechanism + " (error " +
-                                     std::to_string(handshake.error_code) + ")");
+        if (handshake.malformed) throw failed("malformed SaslHandshake response");
+        if (handshake.error_code != 0) {
+            std::string offered;
+            for (const std::string& name : handshake.mechanisms) offered += (offered.empty() ? "" : ", ") + name;
+            throw failed("the broker does not enable " + identity.mechanism + " (it offers: " +
+                         (offered.empty() ? std::string("none") : offered) + "); set kafka.sasl.mechanism");
+        }
         auto mechanism = identity.start();
-        if (!mechanism) throw std::runtime_error("SASL: unknown mechanism " + identity.mechanism);
+        if (!mechanism) throw failed("unknown mechanism");
         std::vector<uint8_t> message = mechanism->initial();
+        if (message.empty()) throw failed(mechanism->step({}).reason);
         for (int round = 0; round < 8; ++round) {
             sasl_answer answer = parse_sasl_authenticate_response(sasl_exchange(
                 api_key_sasl_authenticate, sasl_authenticate_version, sasl_authenticate_request_tail(message)));
-            if (answer.malformed) throw std::runtime_error("malformed SaslAuthenticate response");
+            if (answer.malformed) throw failed("malformed SaslAuthenticate response");
             if (answer.error_code != 0)
-                throw std::runtime_error("SASL " + identity.mechanism + " authentication as '" + identity.username +
-                                         "' failed: " + (answer.error_message.empty() ? "error " + std::to_string(answer.error_code)
-                                                                                     : answer.error_message));
+                throw failed(answer.error_message.empty() ? "error " + std::to_string(answer.error_code)
+                                                          : answer.error_message + " (check kafka.sasl.username and password)");
             sasl::client_step step = mechanism->step(answer.auth_bytes);
             if (step.status == sasl::client_status::done) return;
-            if (step.status == sasl::client_status::failed)
-                throw std::runtime_error("SASL " + identity.mechanism + ": " + step.reason);
+            if (step.status == sasl::client_status::failed) throw failed(step.reason);
             message = std::move(step.message);
         }
-        throw std::runtime_error("SASL " + identity.mechanism + ": the exchange did not end");
+        throw failed("the exchange did not end");
     }
 
     // The same engine as the cores' connections, driven by blocking reads and writes.

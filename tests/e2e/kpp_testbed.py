@@ -423,24 +423,43 @@ def check_partition_streams(received: Iterable[tuple[int, int, str]],
 # kcat
 
 
-def sarama_binary(log_dir: Path) -> str:
-    """tools/sarama/vp_sarama.go (sarama 1.22, Debian's package) built once per log
-    directory; skips the test where Go or sarama is not installed."""
+GOPATH_DEBIAN = Path("/usr/share/gocode")
+
+
+def go_binary(log_dir: Path, source: Path, name: str, packages: dict[str, str]) -> str:
+    """source built once per log directory with Go offline against Debian's GOPATH
+    (GO111MODULE=off); skips the test where Go or one of packages (import path -> Debian
+    package) is not installed."""
     import pytest
 
-    binary = log_dir / "vp-sarama"
+    binary = log_dir / name
     if binary.exists():
         return str(binary)
     if shutil.which("go") is None:
-        pytest.skip("go is not installed (tools/setup.sh installs golang-go and "
-                    "golang-github-shopify-sarama-dev)")
-    if not Path("/usr/share/gocode/src/github.com/Shopify/sarama").is_dir():
-        pytest.skip("sarama is not installed (golang-github-shopify-sarama-dev)")
-    env = {**os.environ, "GOPATH": "/usr/share/gocode", "GO111MODULE": "off",
+        pytest.skip("go is not installed (tools/setup.sh installs golang-go)")
+    for import_path, debian_package in packages.items():
+        if not (GOPATH_DEBIAN / "src" / import_path).is_dir():
+            pytest.skip(f"{import_path} is not installed ({debian_package})")
+    env = {**os.environ, "GOPATH": str(GOPATH_DEBIAN), "GO111MODULE": "off",
            "GOCACHE": str(log_dir / "go-cache"), "GOFLAGS": ""}
-    run_checked(["go", "build", "-o", str(binary), str(REPO_ROOT / "tools" / "sarama" / "vp_sarama.go")],
-                timeout_s=300, env=env)
+    run_checked(["go", "build", "-o", str(binary), str(source)], timeout_s=300, env=env)
     return str(binary)
+
+
+def sarama_binary(log_dir: Path) -> str:
+    """tools/sarama/vp_sarama.go (sarama 1.22, Debian's package, with xdg-go/scram for its
+    SCRAM option) built once per log directory; skips the test where Go or they are not
+    installed."""
+    return go_binary(log_dir, REPO_ROOT / "tools" / "sarama" / "vp_sarama.go", "vp-sarama", {
+        "github.com/Shopify/sarama": "golang-github-shopify-sarama-dev",
+        "github.com/xdg-go/scram": "golang-github-xdg-go-scram-dev"})
+
+
+def scram_front_binary(log_dir: Path) -> str:
+    """tools/scram_front/scram_front.go (a Kafka SASL/SCRAM front on xdg-go/scram's server)
+    built once per log directory; skips the test where Go or xdg-go/scram is not installed."""
+    return go_binary(log_dir, REPO_ROOT / "tools" / "scram_front" / "scram_front.go", "scram-front", {
+        "github.com/xdg-go/scram": "golang-github-xdg-go-scram-dev"})
 
 
 def run_checked(argv: list[str], timeout_s: float = CLIENT_TIMEOUT_S, input_bytes=None,
