@@ -35,7 +35,8 @@ function text(buffer) {
   return buffer === null || buffer === undefined ? null : buffer.toString();
 }
 
-function kafkajs_client(args, {clientId, requestTimeout, retries}) {
+// `security` (optional): kafkajs's ssl and sasl settings.
+function kafkajs_client(args, {clientId, requestTimeout, retries, security = {}}) {
   const {Kafka, logLevel} = require('kafkajs');
   return new Kafka({
     clientId,
@@ -44,12 +45,16 @@ function kafkajs_client(args, {clientId, requestTimeout, retries}) {
     connectionTimeout: 5000,
     requestTimeout,
     retry: {retries, initialRetryTime: 200},
+    ...security,
   });
 }
 
 // metadata [--topic T]: the brokers, and the topic (all topics with no --topic for rdkafka).
-function rdkafka_metadata(Kafka, args, done) {
-  const client = new Kafka.Producer({'bootstrap.servers': args.bootstrap, 'log_level': 3});
+// `security` (optional): {config: librdkafka settings, oauth_token: an OAUTHBEARER token}.
+function rdkafka_metadata(Kafka, args, done, security = {}) {
+  const client = new Kafka.Producer({'bootstrap.servers': args.bootstrap, 'log_level': 3,
+                                     ...(security.config || {})});
+  if (security.oauth_token) client.setOauthBearerToken(security.oauth_token);
   const query = args.topic ? {topic: args.topic, allTopics: false} : {allTopics: true};
   client.connect({...query, timeout: args.timeout_ms}, (error, md) => {
     if (error) return done({error: String(error)});

@@ -10,29 +10,46 @@
 //        produce --topic T --partitions N --count K [--prefix P]
 //          value "<P>-<partition>-<i>", key "k-<i>", i in 0..K-1, to each partition in order
 //          -> {"type":"delivery","partition","offset","value"} per record
+//          --interval-ms MS (rdkafka): one record every MS ms, record i of every partition
+//          before record i+1 of any (default 0: all at once, partition after partition)
 //        consume --topic T --partitions N --expect K [--group G]
 //          rdkafka: assigns partitions 0..N-1 from the beginning; kafkajs: subscribes as G
 //          -> {"type":"record","partition","offset","key","value"} per record
 //   --timeout-ms MS  overall deadline (default 30000); on expiry prints "done" with
 //                    "timed_out": true and exits 3.
+// Security (both libraries; none by default):
+//   --security-protocol SSL|SASL_SSL|SASL_PLAINTEXT  --ca FILE (PEM of the CA to trust)
+//   --sasl-mechanism PLAIN|SCRAM-SHA-256|SCRAM-SHA-512|OAUTHBEARER
+//   --username U --password P (PLAIN, SCRAM)   --oauth-token JWT (OAUTHBEARER, never refreshed)
+//   --debug CONTEXTS (rdkafka): librdkafka's debug, e.g. "security"; each log line becomes
+//                    {"type":"debug","fac","message"}
 // Needs NODE_PATH=<node cache>/node_modules (tools/setup.sh --print-node-dir).
 'use strict';
 
-const {fail, emit, text, kafkajs_client: make_kafkajs_client, rdkafka_metadata,
+const fs = require('fs');
+const {fail, emit, text, kafkajs_client: make_kafkajs_client, rdkafka_metadata: describe_cluster,
        kafkajs_metadata: describe_with} = require('./client_common');
 
 function kafkajs_client(args) {
-  return make_kafkajs_client(args, {clientId: 'kpp-e2e', requestTimeout: 10000, retries: 8});
+  return make_kafkajs_client(args, {clientId: 'kpp-e2e', requestTimeout: 10000, retries: 8,
+                                    security: kafkajs_security(args)});
 }
 
 function kafkajs_metadata(args) {
   return describe_with(kafkajs_client(args), args);
 }
 
+function rdkafka_metadata(Kafka, args, done) {
+  describe_cluster(Kafka, args, done, {config: rdkafka_security(args),
+                                       oauth_token: args.oauth_token});
+}
+
 function parse_args(argv) {
   if (argv.length < 2) fail('usage: kpp_client.js LIB OP --bootstrap B [options]');
   const args = {lib: argv[0], op: argv[1], timeout_ms: 30000, prefix: 'v', partitions: 1,
-                count: 1, expect: 0, topic: '', group: '', bootstrap: ''};
+                count: 1, expect: 0, topic: '', group: '', bootstrap: '', interval_ms: 0,
+                security_protocol: '', ca: '', sasl_mechanism: '', username: '', password: '',
+                oauth_token: '', debug: ''};
   for (let i = 2; i < argv.length; ++i) {
     const key = argv[i].replace(/^--/, '').replace(/-/g, '_');
     if (!(key in args) || i + 1 >= argv.length) fail(`bad argument ${argv[i]}`);
@@ -40,7 +57,59 @@ function parse_args(argv) {
     args[key] = typeof args[key] === 'number' ? Number(value) : value;
   }
   if (!args.bootstrap) fail('--bootstrap is required');
+  const protocol = args.security_protocol.toUpperCase();
+  if (!['', 'PLAINTEXT', 'SSL', 'SASL_SSL', 'SASL_PLAINTEXT'].includes(protocol)) {
+    fail(`unknown --security-protocol ${args.security_protocol}`);
+  }
+  if (protocol.startsWith('SASL_') && !args.sasl_mechanism) {
+    fail(`--security-protocol ${protocol} needs --sasl-mechanism`);
+  }
+  if (args.sasl_mechanism.toUpperCase() === 'OAUTHBEARER' && !args.oauth_token) {
+    fail('--sasl-mechanism OAUTHBEARER needs --oauth-token');
+  }
   return args;
+}
+
+// ---- security settings ----
+
+// librdkafka's settings for the security options (none without them).
+function rdkafka_security(args) {
+  const config = {};
+  if (args.security_protocol) config['security.protocol'] = args.security_protocol.toLowerCase();
+  if (args.ca) config['ssl.ca.location'] = args.ca;
+  if (args.sasl_mechanism) config['sasl.mechanisms'] = args.sasl_mechanism.toUpperCase();
+  if (args.username) config['sasl.username'] = args.username;
+  if (args.password) config['sasl.password'] = args.password;
+  if (args.debug) config.debug = args.debug;
+  return config;
+}
+
+// A node-rdkafka client with the security options: the OAUTHBEARER token (node-rdkafka hands
+// it to librdkafka with an expiry that never comes, so librdkafka does not ask for another)
+// and the debug log lines.
+function rdkafka_client(Kind, args, config, topic_config) {
+  const client = new Kind({...config, ...rdkafka_security(args)}, topic_config);
+  if (args.oauth_token) client.setOauthBearerToken(args.oauth_token);
+  if (args.debug) {
+    client.on('event.log', (log) => emit({type: 'debug', fac: log.fac, message: log.message}));
+  }
+  return client;
+}
+
+// kafkajs's ssl and sasl settings for the security options.
+function kafkajs_security(args) {
+  const protocol = (args.security_protocol || 'PLAINTEXT').toUpperCase();
+  const security = {};
+  if (protocol === 'SSL' || protocol === 'SASL_SSL') {
+    security.ssl = args.ca ? {ca: [fs.readFileSync(args.ca, 'utf8')]} : true;
+  }
+  if (protocol.startsWith('SASL_')) {
+    const mechanism = args.sasl_mechanism.toLowerCase();
+    security.sasl = mechanism === 'oauthbearer'
+      ? {mechanism, oauthBearerProvider: async () => ({value: args.oauth_token})}
+      : {mechanism, username: args.username, password: args.password};
+  }
+  return security;
 }
 
 function deadline_after(ms, on_expiry) {
@@ -52,12 +121,12 @@ function deadline_after(ms, on_expiry) {
 // ---- node-rdkafka ----
 
 function rdkafka_produce(Kafka, args, done) {
-  const producer = new Kafka.Producer({
+  const producer = rdkafka_client(Kafka.Producer, args, {
     'bootstrap.servers': args.bootstrap,
     'dr_msg_cb': true,
     'acks': 'all',
     'linger.ms': 5,
-    'log_level': 3,
+    'log_level': args.debug ? 7 : 3,
   });
   const total = args.partitions * args.count;
   let delivered = 0;
@@ -72,22 +141,35 @@ function rdkafka_produce(Kafka, args, done) {
   producer.connect({timeout: args.timeout_ms}, (error) => {
     if (error) return done({error: String(error)});
     producer.setPollInterval(20);
-    for (let p = 0; p < args.partitions; ++p) {
+    const produce = ([p, i]) => producer.produce(
+        args.topic, p, Buffer.from(`${args.prefix}-${p}-${i}`), Buffer.from(`k-${i}`));
+    const order = [];
+    if (args.interval_ms > 0) {
+      // Paced: every partition stays busy for the whole run.
       for (let i = 0; i < args.count; ++i) {
-        producer.produce(args.topic, p, Buffer.from(`${args.prefix}-${p}-${i}`),
-                         Buffer.from(`k-${i}`));
+        for (let p = 0; p < args.partitions; ++p) order.push([p, i]);
       }
+      let next = 0;
+      const timer = setInterval(() => {
+        if (next < order.length) produce(order[next++]);
+        if (next >= order.length) clearInterval(timer);
+      }, args.interval_ms);
+    } else {
+      for (let p = 0; p < args.partitions; ++p) {
+        for (let i = 0; i < args.count; ++i) order.push([p, i]);
+      }
+      order.forEach(produce);
     }
     if (total === 0) producer.disconnect(() => done({delivered, errors}));
   });
 }
 
 function rdkafka_consume(Kafka, args, done) {
-  const consumer = new Kafka.KafkaConsumer({
+  const consumer = rdkafka_client(Kafka.KafkaConsumer, args, {
     'bootstrap.servers': args.bootstrap,
     'group.id': args.group || `kpp-node-${process.pid}-${Date.now()}`,
     'enable.auto.commit': false,
-    'log_level': 3,
+    'log_level': args.debug ? 7 : 3,
   }, {'auto.offset.reset': 'earliest'});
   let received = 0;
   let finished = false;
