@@ -33,6 +33,9 @@ enum class frame_status { ok, too_large, negative_size };
 class frame_assembler {
 public:
     explicit frame_assembler(uint32_t frame_bytes_max) : frame_bytes_max_(frame_bytes_max) {}
+    // Applies from the next frame header on (a frame already being read keeps its size).
+    void set_frame_bytes_max(uint32_t frame_bytes_max) { frame_bytes_max_ = frame_bytes_max; }
+    uint32_t frame_bytes_max() const { return frame_bytes_max_; }
 
     // Feeds one received chunk; `on_frame(frame&&)` runs for each completed frame. With
     // `copy_partial`, bytes of a frame still incomplete at the end of the chunk are copied

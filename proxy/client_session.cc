@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 
@@ -21,6 +22,8 @@ namespace {
 constexpr uint64_t queued_bytes_pause = 8u << 20;
 // Enough for any Produce request header, client id and transactional id.
 constexpr size_t produce_prefix_bytes_max = 70 * 1024;
+// Kafka's sasl.server.max.receive.size default.
+constexpr uint32_t unauthenticated_frame_bytes_max = 512 * 1024;
 
 }  // namespace
 
@@ -44,6 +47,13 @@ void client_session::use_tls(std::shared_ptr<reactor::tls_context> context) {
 
 void client_session::use_sasl(std::shared_ptr<const sasl_listener> listener) {
     auth_ = std::make_unique<client_authenticator>(std::move(listener), peer_, server_.metrics());
+    // Before authentication a frame is a SASL token or a small request: like a broker's
+    // sasl.server.max.receive.size, nobody unauthenticated makes the proxy hold megabytes.
+    assembler_.set_frame_bytes_max(std::min(server_.config().listen.frame_bytes_max, unauthenticated_frame_bytes_max));
+}
+
+void client_session::note_authentication() {
+    if (auth_->authenticated()) assembler_.set_frame_bytes_max(server_.config().listen.frame_bytes_max);
 }
 
 void client_session::on_data(reactor::byte_slice chunk) {
@@ -60,7 +70,10 @@ void client_session::on_data(reactor::byte_slice chunk) {
                                   [this](protocol::frame&& request) { handle_request(std::move(request)); });
     if (status == protocol::frame_status::ok) return;
     bump(server_.metrics().requests_rejected);
-    if (status == protocol::frame_status::too_large)
+    if (status == protocol::frame_status::too_large && auth_ && !auth_->authenticated())
+        abort("request frame of " + std::to_string(assembler_.declared_size()) + " bytes before SASL authentication (at most " +
+              std::to_string(assembler_.frame_bytes_max()) + " bytes until then)");
+    else if (status == protocol::frame_status::too_large)
         abort("request frame of " + std::to_string(assembler_.declared_size()) +
               " bytes exceeds listen.frame_bytes_max (" + std::to_string(server_.config().listen.frame_bytes_max) + ")");
     else
@@ -154,6 +167,7 @@ bool client_session::gate_request(const protocol::frame& request, const protocol
         abort("malformed " + std::string(protocol::api_name(key)) + " request");
         return true;
     }
+    note_authentication();
     uint64_t due = 0;
     if (out.delay_then_close) {
         // A failed attempt is answered late and ends the connection: guessing costs time.
@@ -173,6 +187,7 @@ void client_session::handle_raw_token(const protocol::frame& token) {
         abort("SASL authentication failed (SaslHandshake v0 exchange)");
         return;
     }
+    note_authentication();
     protocol::request_header none{};
     answer_locally(none, std::move(out.body), true, 0);
 }

@@ -73,6 +73,7 @@ private:
     // SASL: true when the request was dealt with here (answered, or the connection closed).
     bool gate_request(const protocol::frame& request, const protocol::request_header& header);
     void handle_raw_token(const protocol::frame& token);
+    void note_authentication();  // lifts the frame limit of unauthenticated clients
     void answer_locally(const protocol::request_header& header, std::vector<std::byte>&& body, bool raw,
                         uint64_t due_ns);
     bool produce_expects_response(const protocol::frame& request);

@@ -121,7 +121,8 @@ def produce_error(bootstrap: str, config: dict, topic: str) -> str:
     return " | ".join(errors)
 
 
-@pytest.mark.parametrize("case", ["wrong-password", "unknown-user", "alg-none", "expired", "wrong-audience"])
+@pytest.mark.parametrize("case", ["wrong-password", "unknown-user", "alg-none", "expired", "wrong-audience",
+                                  "tampered-signature"])
 def test_bad_credentials_are_refused(sasl_proxy, mock202, pki, token_keys, case):
     before = failed_authentications(sasl_proxy)
     if case == "wrong-password":
@@ -135,9 +136,15 @@ def test_bad_credentials_are_refused(sasl_proxy, mock202, pki, token_keys, case)
     elif case == "expired":
         config = client_config(pki, "OAUTHBEARER",
                                token=sign_jwt(token_keys, "RS256", claims("svc-reader", lifetime_s=-60)))
-    else:
+    elif case == "wrong-audience":
         config = client_config(pki, "OAUTHBEARER",
                                token=sign_jwt(token_keys, "ES256", claims("svc-reader", aud="another")))
+    else:
+        # A valid token whose claims were changed after signing (another subject).
+        token = sign_jwt(token_keys, "RS256", claims("svc-reader"))
+        head, _, signature = token.split(".")
+        forged = f"{head}.{b64url(json.dumps(claims('admin')).encode())}.{signature}"
+        config = client_config(pki, "OAUTHBEARER", token=forged)
     error = produce_error(sasl_proxy.bootstrap, config, "vp-sasl-refused")
     assert "Authentication failed" in error or "AUTHENTICATION" in error.upper(), error
     tb.wait_until(lambda: failed_authentications(sasl_proxy) > before, 10, "the failure counted")
@@ -337,6 +344,104 @@ def test_sighup_rereads_credentials(short_session_proxy, credentials_file):
     finally:
         credentials_file.write_text(f"alice: {ALICE_PASSWORD}\n")
         open_client.close()
+
+
+def send_frame(sock: socket.socket, declared: int, payload: bytes) -> None:
+    sock.sendall(struct.pack(">i", declared) + payload)
+
+
+def sasl_header(api_key: int, version: int) -> bytes:
+    return struct.pack(">hhih", api_key, version, 7, 3) + b"bad"
+
+
+@pytest.mark.parametrize("case", ["oversized-frame", "auth-bytes-past-the-end", "handshake-string-past-the-end",
+                                  "huge-garbage-token"])
+def test_malformed_and_oversized_sasl_requests_close_only_that_connection(short_session_proxy, case):
+    proxy = short_session_proxy
+    plain = b"\0alice\0" + ALICE_PASSWORD.encode()
+    bystander = RawClient(proxy.bootstrap)
+    assert bystander.handshake("PLAIN") == 0 and bystander.authenticate(plain)[0] == 0
+    attacker = RawClient(proxy.bootstrap)
+    try:
+        sock = attacker.sock
+        if case == "oversized-frame":
+            # Before authentication at most 512 KiB (Kafka's sasl.server.max.receive.size).
+            send_frame(sock, 1 << 20, sasl_header(36, 1) + b"x" * 1000)
+            expected_log = "bytes before SASL authentication (at most 524288 bytes until then)"
+        elif case == "auth-bytes-past-the-end":
+            assert attacker.handshake("PLAIN") == 0
+            body = sasl_header(36, 1) + struct.pack(">i", 0x7FFFFFFF) + b"short"
+            send_frame(sock, len(body), body)
+            expected_log = "malformed request"
+        elif case == "handshake-string-past-the-end":
+            body = sasl_header(17, 1) + struct.pack(">h", 300) + b"PLAIN"
+            send_frame(sock, len(body), body)
+            expected_log = "malformed request"
+        else:
+            assert attacker.handshake("PLAIN") == 0
+            token = b"\0alice\0" + b"z" * (400 * 1024)
+            error, _ = attacker.authenticate(token)
+            assert error == 58
+            expected_log = "authentication failed for user 'alice'"
+        assert attacker.closed_by_peer(), "the connection stayed open"
+    finally:
+        attacker.close()
+    assert proxy.alive()
+    assert bystander.metadata(), "another client's connection was hurt"
+    bystander.close()
+    assert expected_log in log_text(proxy)
+
+
+@pytest.fixture(scope="module")
+def crowded_proxy(mock202, pki, token_keys, credentials_file, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("sasl-crowd")
+    proxy = tb.Proxy(mock202, log_dir, "sasl-crowd", VIRTUAL_MAPPING_202,
+                     listen_extra="  max_connections: 1500\n" + sasl_listen("SASL_SSL", pki, credentials_file))
+    yield proxy
+    proxy.stop()
+
+
+def test_a_thousand_concurrent_tls_handshakes(crowded_proxy, pki):
+    """1,000 clients handshake at once and each gets its ApiVersions answer (answered by the
+    proxy before authentication); afterwards an authenticated client works as before."""
+    import asyncio
+    import ssl
+
+    host, port = tb.parse_bootstrap(crowded_proxy.bootstrap)[0]
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    request = struct.pack(">hhih", 18, 1, 42, 5) + b"crowd"
+
+    answered = []
+
+    async def one(gate: asyncio.Event):
+        reader, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname="localhost")
+        writer.write(struct.pack(">i", len(request)) + request)
+        await writer.drain()
+        size = struct.unpack(">i", await reader.readexactly(4))[0]
+        answer = await reader.readexactly(size)
+        answered.append(1)
+        await gate.wait()  # every connection stays open until all 1,000 are answered
+        writer.close()
+        return struct.unpack(">ih", answer[:6])
+
+    async def crowd():
+        gate = asyncio.Event()
+        tasks = [asyncio.create_task(one(gate)) for _ in range(1000)]
+        while len(answered) < len(tasks) and not any(task.done() for task in tasks):
+            await asyncio.sleep(0.1)
+        gate.set()
+        return await asyncio.gather(*tasks)
+
+    results = asyncio.run(asyncio.wait_for(crowd(), 120))
+    assert len(results) == 1000
+    assert all(correlation == 42 and error == 0 for correlation, error in results)
+    metrics = samples(crowded_proxy)
+    assert metrics.get('kpp_tls_handshakes_total{side="client"}', 0) >= 1000, metrics
+    assert crowded_proxy.alive()
+    topic, _ = tb.Endpoint(crowded_proxy.upstream, crowded_proxy).create_topic(tb.unique_name("vp-crowd"), PHYSICAL)
+    acked, failed = tb.confluent_produce(crowded_proxy.bootstrap, topic, {7: ["after-the-crowd"]},
+                                         extra_config=client_config(pki, "PLAIN"))
+    assert not failed and len(acked) == 1, failed
 
 
 # ---------------------------------------------------------------------------------------------

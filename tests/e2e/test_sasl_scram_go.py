@@ -243,7 +243,7 @@ def test_a_refused_upstream_login_is_named(scram_front, tmp_path, monkeypatch, c
         else:
             # The front saw a right proof; the proxy must still not go on.
             assert "authenticated user" in front_log, front_log[-3000:]
-            assert "SASL SCRAM-SHA-512: SCRAM: wrong server signature" in log, log[-3000:]
+            assert "SASL SCRAM-SHA-512 authentication as 'kpp-proxy' failed: SCRAM: wrong server signature" in log, log[-3000:]
     finally:
         upstream.stop()
 
