@@ -2,8 +2,9 @@
 # Installs the build and test bed of kafka-partition-proxy on a fresh Debian 12 (root, apt).
 # Idempotent: installs only what is missing, and runs `apt-get update` only then.
 #
-# Go and sarama 1.22 (Debian, built offline with GOPATH=/usr/share/gocode GO111MODULE=off) are
-# for tools/sarama/vp_sarama.go, which tests/e2e/test_producers.py builds at test time.
+# Go, sarama 1.22 and xdg-go/scram (Debian, built offline with GOPATH=/usr/share/gocode
+# GO111MODULE=off) are for tools/sarama/vp_sarama.go and tools/scram_front/scram_front.go,
+# which the e2e tests build at test time.
 #
 # The Node part (node-rdkafka 3.6.1 with librdkafka 2.12, kafkajs 2.2.4; DESIGN.md section 5)
 # goes into a cache directory keyed by a hash of tools/node/package.json + package-lock.json,
