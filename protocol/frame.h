@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <utility>
 #include <span>
 #include <vector>
 
@@ -30,6 +31,14 @@ struct frame {
 
 enum class frame_status { ok, too_large, negative_size };
 
+// What frames may keep referencing of the receive buffers they came in.
+enum class copy_policy : uint8_t {
+    reference,  // everything: no copy
+    partial,    // complete frames only; an incomplete frame at the end of a chunk is copied
+    all,        // nothing: every byte is copied to the heap (the ring is running out, and a
+                // frame may be held for long: a request waiting for a slow broker)
+};
+
 class frame_assembler {
 public:
     explicit frame_assembler(uint32_t frame_bytes_max) : frame_bytes_max_(frame_bytes_max) {}
@@ -41,7 +50,12 @@ public:
     // `copy_partial`, bytes of a frame still incomplete at the end of the chunk are copied
     // to the heap so the receive buffer can go back to the kernel.
     template <typename frame_callback>
-    frame_status feed(byte_slice chunk, bool copy_partial, frame_callback&& on_frame);
+    frame_status feed(byte_slice chunk, bool copy_partial, frame_callback&& on_frame) {
+        return feed(std::move(chunk), copy_partial ? copy_policy::partial : copy_policy::reference,
+                    std::forward<frame_callback>(on_frame));
+    }
+    template <typename frame_callback>
+    frame_status feed(byte_slice chunk, copy_policy policy, frame_callback&& on_frame);
 
     uint32_t declared_size() const { return body_bytes_expected_; }
     bool mid_frame() const { return header_bytes_ > 0; }
@@ -60,7 +74,7 @@ private:
 };
 
 template <typename frame_callback>
-frame_status frame_assembler::feed(byte_slice chunk, bool copy_partial, frame_callback&& on_frame) {
+frame_status frame_assembler::feed(byte_slice chunk, copy_policy policy, frame_callback&& on_frame) {
     uint32_t offset = 0;
     while (offset < chunk.length) {
         if (header_bytes_ < 4) {
@@ -81,7 +95,8 @@ frame_status frame_assembler::feed(byte_slice chunk, bool copy_partial, frame_ca
         }
         uint32_t take = std::min<uint32_t>(body_bytes_expected_ - body_bytes_received_, chunk.length - offset);
         bool completes = body_bytes_received_ + take == body_bytes_expected_;
-        if (take > 0) append_body(byte_slice{chunk.owner, chunk.offset + offset, take}, copy_partial && !completes);
+        bool copy = policy == copy_policy::all || (policy == copy_policy::partial && !completes);
+        if (take > 0) append_body(byte_slice{chunk.owner, chunk.offset + offset, take}, copy);
         offset += take;
         if (completes) {
             header_bytes_ = 0;

@@ -65,8 +65,11 @@ void client_session::on_data(reactor::byte_slice chunk) {
         bump(server_.metrics().tls_client_handshakes);
     }
     bump(server_.metrics().bytes_from_clients, chunk.length);
-    bool under_pressure = server_.loop().buffers().available() < server_.loop().buffers().count() / 4;
-    auto status = assembler_.feed(std::move(chunk), under_pressure,
+    // When the client ring runs low, requests are copied out of it: one waiting for a slow
+    // broker must not keep a buffer every other connection of this core needs (issue 16).
+    reactor::buffer_pool& pool = server_.loop().buffers();
+    bool under_pressure = pool.available() < pool.count() / 4;
+    auto status = assembler_.feed(std::move(chunk), under_pressure ? protocol::copy_policy::all : protocol::copy_policy::reference,
                                   [this](protocol::frame&& request) { handle_request(std::move(request)); });
     if (status == protocol::frame_status::ok) return;
     bump(server_.metrics().requests_rejected);
@@ -504,8 +507,14 @@ void client_session::check_timeouts(uint64_t now_ns) {
     uint64_t limit_ns = uint64_t(server_.config().kafka.request_timeout_ms) * 1'000'000u;
     if (oldest == 0 || now_ns - oldest < limit_ns) return;
     bump(server_.metrics().upstream_failures);
-    abort(upstream_.target().endpoint().description + " did not answer within kafka.request_timeout_ms (" +
-          std::to_string(server_.config().kafka.request_timeout_ms) + " ms)");
+    std::string reason = upstream_.target().endpoint().description + " did not answer within kafka.request_timeout_ms (" +
+                         std::to_string(server_.config().kafka.request_timeout_ms) + " ms)";
+    if (uint64_t stalls = upstream_.receive_stalls())
+        // Not necessarily the broker's fault: its answers may have been waiting in the socket.
+        reason += "; the proxy itself could not always read from it: no free receive buffer on this core " +
+                  std::to_string(stalls) + " time(s) (" + std::to_string(server_.loop().upstream_buffers().available()) +
+                  " of " + std::to_string(server_.loop().upstream_buffers().count()) + " free now)";
+    abort(reason);
 }
 
 void client_session::on_closed() {

@@ -124,6 +124,7 @@ void upstream_link::on_connected(void* context, int result) {
     link.endpoints_tried_ = 0;
     link.tls_established_ = false;
     link.socket_ = std::make_unique<reactor::stream_socket>(link.loop_, result, link);
+    link.socket_->receive_into_upstream_buffers();
     if (link.target_.tls) {
         link.socket_->enable_tls(std::make_unique<reactor::tls_engine>(link.target_.tls, link.target_.endpoint().host));
         bump(link.metrics_.tls_userspace_connections);
@@ -263,8 +264,10 @@ void upstream_link::on_data(reactor::byte_slice chunk) {
         tls_established_ = true;  // plaintext comes only after the handshake
         bump(metrics_.tls_broker_handshakes);
     }
-    bool under_pressure = loop_.buffers().available() < loop_.buffers().count() / 4;
-    auto status = assembler_.feed(std::move(chunk), under_pressure, [this](protocol::frame&& response) {
+    reactor::buffer_pool& pool = loop_.upstream_buffers();
+    bool under_pressure = pool.available() < pool.count() / 4;
+    // Likewise answers: a slow client must not hold the buffers of every broker connection.
+    auto status = assembler_.feed(std::move(chunk), under_pressure ? protocol::copy_policy::all : protocol::copy_policy::reference, [this](protocol::frame&& response) {
         if (!live()) return;
         std::array<std::byte, 4> raw{};
         if (response.copy_out(0, raw) < 4) {

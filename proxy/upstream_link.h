@@ -86,6 +86,8 @@ public:
     // (JoinGroup and SyncGroup legitimately wait for a whole rebalance); 0 when none.
     uint64_t oldest_timed_request_ns() const;
     bool closed() const { return state_ == state::closed; }
+    // Times this connection's receive found no free provided buffer (-ENOBUFS).
+    uint64_t receive_stalls() const { return socket_ ? socket_->stats().buffer_stalls : 0; }
     const upstream_target& target() const { return target_; }
 
 private:

@@ -54,6 +54,10 @@ event_loop::event_loop(const loop_options& options) : options_(options) {
         probe_or_throw();
         buffers_ = std::make_unique<buffer_pool>(ring_, 0, options.buffer_count, options.buffer_bytes);
         buffers_->set_replenished_callback(&event_loop::on_buffers_replenished, this);
+        if (options.upstream_buffer_count > 0) {
+            upstream_buffers_ = std::make_unique<buffer_pool>(ring_, 1, options.upstream_buffer_count, options.buffer_bytes);
+            upstream_buffers_->set_replenished_callback(&event_loop::on_upstream_buffers_replenished, this);
+        }
     } catch (...) {
         io_uring_queue_exit(&ring_);
         throw;
@@ -62,6 +66,7 @@ event_loop::event_loop(const loop_options& options) : options_(options) {
 }
 
 event_loop::~event_loop() {
+    upstream_buffers_.reset();
     buffers_.reset();
     io_uring_queue_exit(&ring_);
 }
@@ -155,26 +160,37 @@ void event_loop::on_buffers_replenished(void* context) {
     ++static_cast<event_loop*>(context)->buffers_returned_;
 }
 
+void event_loop::on_upstream_buffers_replenished(void* context) {
+    ++static_cast<event_loop*>(context)->upstream_buffers_returned_;
+}
+
 void event_loop::wait_for_buffers(buffer_waiter& waiter) {
     if (waiter.queued) return;
-    waiter.position = buffer_waiters_.insert(buffer_waiters_.end(), &waiter);
+    bool upstream = upstream_buffers_ && waiter.pool == upstream_buffers_.get();
+    auto& waiters = upstream ? upstream_buffer_waiters_ : buffer_waiters_;
+    waiter.position = waiters.insert(waiters.end(), &waiter);
     waiter.queued = true;
 }
 
 void event_loop::forget_buffer_waiter(buffer_waiter& waiter) {
     if (!waiter.queued) return;
-    buffer_waiters_.erase(waiter.position);
+    bool upstream = upstream_buffers_ && waiter.pool == upstream_buffers_.get();
+    (upstream ? upstream_buffer_waiters_ : buffer_waiters_).erase(waiter.position);
     waiter.queued = false;
 }
 
-void event_loop::wake_buffer_waiters() {
-    uint32_t returned = std::exchange(buffers_returned_, 0);
-    while (returned-- > 0 && !buffer_waiters_.empty()) {
-        buffer_waiter* waiter = buffer_waiters_.front();
-        buffer_waiters_.pop_front();
+void event_loop::wake_waiters_of(std::list<buffer_waiter*>& waiters, uint32_t returned) {
+    while (returned-- > 0 && !waiters.empty()) {
+        buffer_waiter* waiter = waiters.front();
+        waiters.pop_front();
         waiter->queued = false;
         waiter->callback(*waiter);
     }
+}
+
+void event_loop::wake_buffer_waiters() {
+    wake_waiters_of(buffer_waiters_, std::exchange(buffers_returned_, 0));
+    wake_waiters_of(upstream_buffer_waiters_, std::exchange(upstream_buffers_returned_, 0));
 }
 
 void event_loop::dispatch_batch() {

@@ -20,6 +20,7 @@ struct loop_options {
     uint32_t submission_entries = limits::submission_entries_default;
     uint32_t completion_entries = limits::completion_entries_default;
     uint16_t buffer_count = limits::buffer_count_default;
+    uint16_t upstream_buffer_count = limits::upstream_buffer_count_default;  // 0: one ring for all
     uint32_t buffer_bytes = limits::buffer_bytes_default;
     uint32_t zero_copy_send_bytes_min = limits::zero_copy_send_bytes_min;
     bool zero_copy_send = true;  // used only where the kernel offers SENDMSG_ZC
@@ -33,6 +34,7 @@ class event_loop;
 struct buffer_waiter {
     void (*callback)(buffer_waiter& self) = nullptr;
     void* context = nullptr;
+    buffer_pool* pool = nullptr;  // the ring it waits on (null: the loop's client ring)
     bool queued = false;
     std::list<buffer_waiter*>::iterator position;
 };
@@ -89,6 +91,8 @@ public:
 
     int ring_fd() const { return ring_.ring_fd; }
     buffer_pool& buffers() { return *buffers_; }
+    // The ring broker connections receive into (the client ring when none was made).
+    buffer_pool& upstream_buffers() { return upstream_buffers_ ? *upstream_buffers_ : *buffers_; }
     const loop_options& options() const { return options_; }
     bool zero_copy_send_supported() const { return zero_copy_supported_; }
     uint64_t operations_in_flight() const { return operations_in_flight_; }
@@ -105,14 +109,19 @@ private:
     void fire_due_timers();
     void wake_buffer_waiters();
     static void on_buffers_replenished(void* context);
+    static void on_upstream_buffers_replenished(void* context);
+    void wake_waiters_of(std::list<buffer_waiter*>& waiters, uint32_t returned);
     std::optional<uint64_t> next_deadline_ns() const;
 
     loop_options options_;
     io_uring ring_{};
     std::unique_ptr<buffer_pool> buffers_;
+    std::unique_ptr<buffer_pool> upstream_buffers_;
     std::multimap<uint64_t, timer*> timers_;
-    std::list<buffer_waiter*> buffer_waiters_;
+    std::list<buffer_waiter*> buffer_waiters_;           // of the client ring
+    std::list<buffer_waiter*> upstream_buffer_waiters_;  // of the upstream ring
     uint32_t buffers_returned_ = 0;  // since the waiters were last woken
+    uint32_t upstream_buffers_returned_ = 0;
     uint64_t operations_in_flight_ = 0;
     uint64_t now_ns_ = 0;
     bool stop_requested_ = false;

@@ -38,6 +38,9 @@ public:
     stream_socket(const stream_socket&) = delete;
     stream_socket& operator=(const stream_socket&) = delete;
 
+    // Receives into the loop's upstream ring (broker connections), before start_receive().
+    void receive_into_upstream_buffers();
+    buffer_pool& receive_buffers() const { return *pool_; }
     void start_receive();
     void pause_receive();   // backpressure from the consumer of on_data
     void resume_receive();
@@ -119,6 +122,7 @@ private:
     completion receive_completion_;
     completion send_completion_;
     buffer_waiter buffer_waiter_;
+    buffer_pool* pool_;  // the provided-buffer ring receives take from
     std::deque<segment> queue_;
     uint64_t queued_bytes_ = 0;
     msghdr send_header_{};

@@ -63,6 +63,22 @@ TEST(frame_assembler, frame_spanning_chunks_references_receive_buffers_without_c
     EXPECT_EQ(done[0].pieces[1].owner.data(), second.owner.data());
 }
 
+TEST(frame_assembler, copy_all_keeps_no_receive_buffer_even_for_complete_frames) {
+    std::string stream = framed("held while a broker is slow") + framed("another");
+    byte_slice chunk = chunk_of(stream);
+    frame_assembler assembler(1024);
+    std::vector<frame> done;
+    EXPECT_EQ(assembler.feed(chunk, copy_policy::all, [&](frame&& f) { done.push_back(std::move(f)); }),
+              frame_status::ok);
+    ASSERT_EQ(done.size(), 2u);
+    EXPECT_EQ(text_of(done[0]), "held while a broker is slow");
+    EXPECT_EQ(text_of(done[1]), "another");
+    // Only the test's own handle holds the received memory: the frames are copies.
+    EXPECT_EQ(chunk.owner.use_count(), 1u);
+    for (const frame& f : done)
+        for (const byte_slice& piece : f.pieces) EXPECT_NE(piece.owner.data(), chunk.owner.data());
+}
+
 TEST(frame_assembler, copy_partial_releases_the_receive_buffer) {
     std::string stream = framed(std::string(100, 'b'));
     frame_assembler assembler(4096);

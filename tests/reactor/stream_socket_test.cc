@@ -168,6 +168,55 @@ TEST(stream_socket, stalls_on_empty_buffer_ring_and_resumes_when_buffers_return)
     ASSERT_TRUE(run_until(loop, [&] { return sink.closed; }));
 }
 
+// Issue 16: requests waiting for a broker pin client buffers. With one ring the broker's
+// answer could not be read while they were pinned; broker connections have a ring of their
+// own, so a client ring held empty leaves them receiving.
+TEST(stream_socket, a_client_ring_held_empty_does_not_stop_broker_connections) {
+    loop_options options;
+    options.buffer_count = 4;
+    options.upstream_buffer_count = 4;
+    options.buffer_bytes = 4096;
+    event_loop loop(options);
+    auto [client_peer, client_end] = make_socket_pair();
+    auto [broker_peer, broker_end] = make_socket_pair();
+    recorder client_sink, broker_sink;
+    client_sink.hold_slices = true;  // like pending requests: nothing goes back
+    stream_socket client(loop, client_end, client_sink);
+    stream_socket broker(loop, broker_end, broker_sink);
+    broker.receive_into_upstream_buffers();
+    EXPECT_EQ(&broker.receive_buffers(), &loop.upstream_buffers());
+    EXPECT_NE(&loop.upstream_buffers(), &loop.buffers());
+    client.start_receive();
+    broker.start_receive();
+    std::string flood(64 * 1024, 'c');
+    size_t written = 0;
+    ASSERT_TRUE(run_until(loop, [&] {
+        ssize_t n = ::write(client_peer, flood.data() + written, flood.size() - written);
+        if (n > 0) written += size_t(n);
+        return client.stats().buffer_stalls > 0;
+    }));
+    EXPECT_EQ(loop.buffers().available(), 0u);
+    // The broker's answer still arrives, and keeps arriving.
+    std::string answer(20 * 1024, 'b');
+    size_t sent = 0;
+    ASSERT_TRUE(run_until(loop, [&] {
+        if (sent < answer.size()) {
+            ssize_t n = ::write(broker_peer, answer.data() + sent, answer.size() - sent);
+            if (n > 0) sent += size_t(n);
+        }
+        return broker_sink.received.size() == answer.size();
+    }));
+    EXPECT_EQ(broker_sink.received, answer);
+    EXPECT_EQ(loop.buffers().available(), 0u);  // the client ring is still held
+    EXPECT_EQ(loop.upstream_buffers().available(), 4u);
+    client_sink.held.clear();
+    client.close();
+    broker.close();
+    ::close(client_peer);
+    ::close(broker_peer);
+    ASSERT_TRUE(run_until(loop, [&] { return client_sink.closed && broker_sink.closed; }));
+}
+
 TEST(stream_socket, pause_stops_delivery_and_resume_restarts_it) {
     event_loop loop;
     auto [a, b] = make_socket_pair();
