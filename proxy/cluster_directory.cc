@@ -74,18 +74,11 @@ private:
     // SaslHandshake, then SaslAuthenticate rounds until the mechanism is done; failures
     // worded as the cores' connections word them (upstream_link).
     void authenticate(const broker_sasl& identity) {
-        std::string who = "SASL " + identity.mechanism + " authentication" +
-                          (identity.username.empty() ? std::string() : " as '" + identity.username + "'");
-        auto failed = [&](const std::string& why) { return std::runtime_error(who + " failed: " + why); };
+        auto failed = [&](const std::string& why) { return std::runtime_error(identity.describe() + " failed: " + why); };
         sasl_answer handshake = parse_sasl_handshake_response(sasl_exchange(
             protocol::api_key::sasl_handshake, sasl_handshake_version, sasl_handshake_request_tail(identity.mechanism)));
         if (handshake.malformed) throw failed("malformed SaslHandshake response");
-        if (handshake.error_code != 0) {
-            std::string offered;
-            for (const std::string& name : handshake.mechanisms) offered += (offered.empty() ? "" : ", ") + name;
-            throw failed("the broker does not enable " + identity.mechanism + " (it offers: " +
-                         (offered.empty() ? std::string("none") : offered) + "); set kafka.sasl.mechanism");
-        }
+        if (handshake.error_code != 0) throw failed(sasl_handshake_refusal(identity, handshake));
         auto mechanism = identity.start();
         if (!mechanism) throw failed("unknown mechanism");
         std::vector<uint8_t> message = mechanism->initial();
@@ -94,9 +87,7 @@ private:
             sasl_answer answer = parse_sasl_authenticate_response(sasl_exchange(
                 api_key_sasl_authenticate, sasl_authenticate_version, sasl_authenticate_request_tail(message)));
             if (answer.malformed) throw failed("malformed SaslAuthenticate response");
-            if (answer.error_code != 0)
-                throw failed(answer.error_message.empty() ? "error " + std::to_string(answer.error_code)
-                                                          : answer.error_message + " (check kafka.sasl.username and password)");
+            if (answer.error_code != 0) throw failed(sasl_authenticate_refusal(answer));
             sasl::client_step step = mechanism->step(answer.auth_bytes);
             if (step.status == sasl::client_status::done) return;
             if (step.status == sasl::client_status::failed) throw failed(step.reason);

@@ -1,4 +1,5 @@
 #include "proxy/oauth.h"
+#include "proxy/sasl_internal.h"
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -620,22 +621,6 @@ step_result failure(std::string user, std::string reason) {
     return result;
 }
 
-// RFC 5801 saslname: "=2C" is ',' and "=3D" is '='; any other '=' or a raw ',' is malformed.
-std::optional<std::string> decode_saslname(std::string_view text) {
-    std::string out;
-    for (size_t at = 0; at < text.size(); ++at) {
-        if (text[at] == ',') return std::nullopt;
-        if (text[at] != '=') {
-            out += text[at];
-            continue;
-        }
-        if (text.substr(at, 3) == "=2C") out += ',';
-        else if (text.substr(at, 3) == "=3D") out += '=';
-        else return std::nullopt;
-        at += 2;
-    }
-    return out;
-}
 
 struct client_message {
     std::string authzid;  // empty when the client named none
@@ -725,7 +710,7 @@ std::optional<client_message> parse_client_message(std::string_view text, std::s
     std::string_view authzid = text.substr(2, header_end - 2);
     if (!authzid.empty()) {
         std::optional<std::string> decoded =
-            authzid.starts_with("a=") ? decode_saslname(authzid.substr(2)) : std::nullopt;
+            authzid.starts_with("a=") ? sasl::decode_saslname(authzid.substr(2)) : std::nullopt;
         if (!decoded || decoded->empty()) {
             reason = "malformed authorization id";
             return std::nullopt;

@@ -78,7 +78,10 @@ private:
     const credential_store& store_;
 };
 
-// RFC 5802 saslname: "=2C" is ',' and "=3D" is '='; any other '=' is malformed.
+
+}  // namespace
+
+// RFC 5802 / RFC 5801 saslname: "=2C" is ',' and "=3D" is '='; any other '=' is malformed.
 std::optional<std::string> decode_saslname(std::string_view text) {
     std::string out;
     for (size_t at = 0; at < text.size(); ++at) {
@@ -94,8 +97,6 @@ std::optional<std::string> decode_saslname(std::string_view text) {
     }
     return out;
 }
-
-}  // namespace
 
 // The attributes of a SCRAM message, in order ("n=user", "r=nonce", ...).
 std::vector<std::pair<char, std::string_view>> attributes_of(std::string_view text) {

@@ -5,6 +5,8 @@
 #include <openssl/evp.h>
 
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <span>
 #include <string_view>
 #include <utility>
@@ -20,6 +22,10 @@ std::vector<uint8_t> digest(scram_hash hash, std::span<const uint8_t> data);
 
 // The attributes of a SCRAM message, in order ("r=nonce", "s=salt", ...); empty when malformed.
 std::vector<std::pair<char, std::string_view>> attributes_of(std::string_view text);
+
+// RFC 5802 / RFC 5801 saslname: "=2C" is ',' and "=3D" is '='; any other '=' or a raw ','
+// is malformed (nullopt). SCRAM user names and OAUTHBEARER's authzid use it.
+std::optional<std::string> decode_saslname(std::string_view text);
 
 // A SCRAM nonce: printable ASCII without ','.
 bool printable_nonce(std::string_view nonce);

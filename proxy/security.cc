@@ -56,6 +56,22 @@ std::unique_ptr<sasl::client_mechanism> broker_sasl::start() const {
     return sasl::make_client_mechanism(mechanism, username, password, std::move(read_token));
 }
 
+std::string broker_sasl::describe() const {
+    return "SASL " + mechanism + " authentication" + (username.empty() ? std::string() : " as '" + username + "'");
+}
+
+std::string sasl_handshake_refusal(const broker_sasl& identity, const sasl_answer& handshake) {
+    std::string offered;
+    for (const std::string& name : handshake.mechanisms) offered += (offered.empty() ? "" : ", ") + name;
+    return "the broker does not enable " + identity.mechanism + " (it offers: " +
+           (offered.empty() ? std::string("none") : offered) + "); set kafka.sasl.mechanism";
+}
+
+std::string sasl_authenticate_refusal(const sasl_answer& answer) {
+    return answer.error_message.empty() ? "error " + std::to_string(answer.error_code)
+                                        : answer.error_message + " (check kafka.sasl.username and password)";
+}
+
 std::shared_ptr<const broker_sasl> broker_sasl_identity(const proxy_config& config, std::string& error) {
     error.clear();
     const kafka_settings& kafka = config.kafka;

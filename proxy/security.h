@@ -29,6 +29,8 @@ struct broker_sasl {
     std::shared_ptr<sasl::token_file> token;  // OAUTHBEARER: re-read when the file changes
 
     std::unique_ptr<sasl::client_mechanism> start() const;
+    // "SASL SCRAM-SHA-512 authentication as 'kpp'": how failures toward brokers begin.
+    std::string describe() const;
 };
 
 // nullptr with an empty `error` when the brokers are not SASL; `error` names the key when the
@@ -55,6 +57,10 @@ struct sasl_answer {
 };
 sasl_answer parse_sasl_handshake_response(std::span<const std::byte> body);
 sasl_answer parse_sasl_authenticate_response(std::span<const std::byte> body);
+// Why a broker refused, in the words every upstream connection logs: a SaslHandshake error
+// names the mechanisms the broker offers, a SaslAuthenticate error its message.
+std::string sasl_handshake_refusal(const broker_sasl& identity, const sasl_answer& handshake);
+std::string sasl_authenticate_refusal(const sasl_answer& answer);
 
 // When to re-authenticate a broker session (KIP-368): at 85-95% of its lifetime, spread so
 // that the connections opened together do not all re-authenticate at once.

@@ -177,9 +177,7 @@ void upstream_link::on_sasl_response(const protocol::frame& response, const in_f
     const broker_sasl& identity = *target_.sasl;
     reactor::byte_slice whole = response.contiguous();
     auto body = whole.span().subspan(protocol::response_correlation_bytes);
-    std::string who = "SASL " + identity.mechanism + " authentication" +
-                      (identity.username.empty() ? std::string() : " as '" + identity.username + "'") + " to " +
-                      target_.endpoint().description;
+    std::string who = identity.describe() + " to " + target_.endpoint().description;
     auto give_up = [&](const std::string& why) {
         bump(metrics_.sasl_broker_failed);
         fail(who + " failed: " + why);
@@ -187,12 +185,7 @@ void upstream_link::on_sasl_response(const protocol::frame& response, const in_f
     if (request.api_key == protocol::api_key::sasl_handshake) {
         sasl_answer answer = parse_sasl_handshake_response(body);
         if (answer.malformed) return give_up("malformed SaslHandshake response");
-        if (answer.error_code != 0) {
-            std::string offered;
-            for (const std::string& name : answer.mechanisms) offered += (offered.empty() ? "" : ", ") + name;
-            return give_up("the broker does not enable " + identity.mechanism + " (it offers: " +
-                           (offered.empty() ? std::string("none") : offered) + "); set kafka.sasl.mechanism");
-        }
+        if (answer.error_code != 0) return give_up(sasl_handshake_refusal(identity, answer));
         if (!sasl_mechanism_) return give_up("unknown mechanism");
         sasl_rounds_ = 0;
         std::vector<uint8_t> first = sasl_mechanism_->initial();
@@ -202,9 +195,7 @@ void upstream_link::on_sasl_response(const protocol::frame& response, const in_f
     }
     sasl_answer answer = parse_sasl_authenticate_response(body);
     if (answer.malformed) return give_up("malformed SaslAuthenticate response");
-    if (answer.error_code != 0)
-        return give_up(answer.error_message.empty() ? "error " + std::to_string(answer.error_code)
-                                                    : answer.error_message + " (check kafka.sasl.username and password)");
+    if (answer.error_code != 0) return give_up(sasl_authenticate_refusal(answer));
     sasl::client_step step = sasl_mechanism_->step(answer.auth_bytes);
     if (step.status == sasl::client_status::failed) return give_up(step.reason);
     if (step.status == sasl::client_status::continue_exchange) {
