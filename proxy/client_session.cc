@@ -426,6 +426,10 @@ void client_session::on_send_drained() { apply_backpressure(); }
 
 void client_session::on_tls_ready(bool kernel) {
     bump(kernel ? server_.metrics().tls_kernel_connections : server_.metrics().tls_userspace_connections);
+    if (const std::string& subject = client_.tls_peer_subject(); !subject.empty())
+        // Principals are not forwarded (the proxy is its own principal upstream): logged.
+        spdlog::info("client {}: TLS client certificate '{}', principal '{}'", peer_, subject,
+                     map_principal(server_.principal_rules(), subject));
     static std::atomic<bool> logged{false};
     if (kernel && !logged.exchange(true))
         spdlog::info("kernel TLS: the first client connection's record layer moved to the kernel ({})", peer_);

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <utility>
 
+#include "proxy/principal.h"
 #include "proxy/sasl.h"
 #include "remap/std_regex.h"
 
@@ -657,6 +658,9 @@ void check_security(const proxy_config& config) {
   if (security.tls.require_client_cert && security.tls.ca_cert_path.empty()) {
     fail("listen.security.tls.ca_cert_path", "require_client_cert needs the CA (PEM) that signs client certificates");
   }
+  std::string rule_error;
+  if (!parse_principal_rules(security.tls.principal_mapping_rules, rule_error))
+    fail("listen.security.tls.principal.mapping_rules", rule_error);
   const listen_sasl_settings& sasl = security.sasl;
   if (is_sasl(listen)) {
     if (sasl.enabled_mechanisms.empty()) {

@@ -23,6 +23,7 @@
 #include "proxy/config.h"
 #include "proxy/logging.h"
 #include "proxy/metrics.h"
+#include "proxy/principal.h"
 #include "proxy/shard_server.h"
 #include "proxy/security.h"
 #include "reactor/tls.h"
@@ -285,6 +286,8 @@ int run_proxy(const cli_options& options) {
             spdlog::error("configuration error: {}", error);
             return 2;
         }
+        if (auto rules = parse_principal_rules(config.listen.security.tls.principal_mapping_rules, error))
+            runtime.principal_rules = std::move(*rules);
         runtime.client_sasl = build_sasl_listener(config, error);
         if (!error.empty()) {
             spdlog::error("configuration error: {}", error);

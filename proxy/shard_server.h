@@ -16,6 +16,7 @@
 #include "proxy/config.h"
 #include "proxy/metrics.h"
 #include "proxy/offset_store.h"
+#include "proxy/principal.h"
 #include "proxy/producer_aliases.h"
 #include "proxy/remap_state.h"
 #include "proxy/upstream_link.h"
@@ -78,6 +79,7 @@ struct proxy_runtime {
     std::atomic<std::shared_ptr<const sasl_listener>> client_sasl;   // listen.security.protocol SASL_*; null: none
     std::atomic<std::shared_ptr<const kpp::broker_sasl>> broker_identity;// kafka.security_protocol SASL_*; null: none
     std::string instance_id;                // names this process in the store's alias records
+    std::vector<principal_rule> principal_rules;  // listen.security.tls.principal.mapping_rules
 };
 
 class shard_server {
@@ -91,6 +93,7 @@ public:
 
     reactor::event_loop& loop() { return shard_.loop(); }
     const proxy_config& config() const { return runtime_.config; }
+    const std::vector<principal_rule>& principal_rules() const { return runtime_.principal_rules; }
     const host_port& advertised() const { return runtime_.advertised; }
     bool verify_protocol() const { return runtime_.verify_protocol; }
     shard_metrics& metrics() { return metrics_; }

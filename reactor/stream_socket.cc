@@ -173,6 +173,7 @@ void stream_socket::on_tls_data(std::span<const std::byte> ciphertext) {
 
 void stream_socket::decide_record_layer() {
     tls_decided_ = true;
+    tls_peer_subject_ = tls_->peer_subject();
     if (!kernel_wanted_ || !tls_->kernel_handoff()) {
         handler_.on_tls_ready(false);
         return;

@@ -63,6 +63,9 @@ public:
     // socket then moves plaintext; where the kernel refuses, the engine goes on.
     void enable_tls(std::unique_ptr<tls_engine> engine, bool try_kernel = false);
     const tls_engine* tls() const { return tls_.get(); }
+    // The peer certificate's subject (RFC 2253), kept from the engine once on_tls_ready ran
+    // (the engine is gone after a handoff to the kernel); empty without a certificate.
+    const std::string& tls_peer_subject() const { return tls_peer_subject_; }
 
     // Shuts the socket down now (pending sends are dropped) and closes it once every
     // operation has ended; on_closed follows.
@@ -139,6 +142,7 @@ private:
     bool end_reported_ = false;
     counters stats_;
     std::unique_ptr<tls_engine> tls_;
+    std::string tls_peer_subject_;
     bool kernel_wanted_ = false;     // enable_tls(try_kernel)
     bool tls_decided_ = false;       // on_tls_ready reported
     bool kernel_switching_ = false;  // waiting for the receive to stop before installing keys

@@ -157,13 +157,17 @@ def test_kernel_tls_is_not_chosen_where_the_kernel_lacks_it(mock202, pki, tmp_pa
 
 
 def test_client_certificates_when_required(mock202, pki, tmp_path):
-    listen = tls_listen(pki, f"      ca_cert_path: {pki / 'ca.pem'}\n      require_client_cert: true\n")
+    listen = tls_listen(pki, f"      ca_cert_path: {pki / 'ca.pem'}\n      require_client_cert: true\n"
+                             "      principal:\n"
+                             "        mapping_rules: ['RULE:^CN=([^,]+),O=other$/$1/', 'RULE:^CN=([^,]+),.*$/$1/U', DEFAULT]\n")
     proxy = tb.Proxy(mock202, tmp_path, "mtls-proxy", VIRTUAL_MAPPING_202, listen_extra=listen)
     try:
         topic, _ = tb.Endpoint(mock202, proxy).create_topic("vp-mtls", PHYSICAL)
         acked, failed = tb.confluent_produce(proxy.bootstrap, topic, {13: ["m-13-0"]},
                                              extra_config=ssl_client(pki, with_cert=True))
         assert not failed and len(acked) == 1, failed
+        # The certificate's subject through the mapping rules: the second rule matches.
+        assert "TLS client certificate 'CN=alice,O=kpp', principal 'ALICE'" in proxy.log_tail(400)
         refused, failed = tb.confluent_produce(
             proxy.bootstrap, topic, {14: ["m-14-0"]},
             extra_config={**ssl_client(pki), "message.timeout.ms": 4000}, flush_timeout_s=10)
@@ -171,6 +175,15 @@ def test_client_certificates_when_required(mock202, pki, tmp_path):
         assert "TLS handshake failed" in proxy.log_tail(200)
     finally:
         proxy.stop()
+
+
+def test_a_bad_principal_rule_stops_start_up_naming_it(mock202, pki, tmp_path):
+    config = tmp_path / "bad-rule.yaml"
+    config.write_text(f"listen:\n  address: 127.0.0.1:{tb.free_port()}\n" + tls_listen(pki, "      principal: {mapping_rules: ['RULE:^CN=(x$/y/']}\n")
+                      + f"kafka:\n  bootstrap_servers: [\"{mock202.bootstrap.split(',')[0]}\"]\n")
+    result = subprocess.run([tb.proxy_bin(), "-c", str(config)], capture_output=True, timeout=30)
+    assert result.returncode == 2
+    assert b"listen.security.tls.principal.mapping_rules: rule 1" in result.stderr + result.stdout, result.stderr
 
 
 def test_start_up_names_the_setting_of_a_bad_certificate(mock202, pki, tmp_path):
