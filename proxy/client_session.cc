@@ -58,12 +58,6 @@ void client_session::note_authentication() {
 
 void client_session::on_data(reactor::byte_slice chunk) {
     if (draining_) return;
-    if (tls_deadline_ns_ != 0 && !tls_counted_) {
-        // Plaintext arrives only once the handshake is done.
-        tls_counted_ = true;
-        tls_deadline_ns_ = 0;
-        bump(server_.metrics().tls_client_handshakes);
-    }
     bump(server_.metrics().bytes_from_clients, chunk.length);
     // When the client ring runs low, requests are copied out of it: one waiting for a slow
     // broker must not keep a buffer every other connection of this core needs (issue 16).
@@ -425,6 +419,10 @@ void client_session::apply_backpressure() {
 void client_session::on_send_drained() { apply_backpressure(); }
 
 void client_session::on_tls_ready(bool kernel) {
+    // The handshake is done (counted here, so a client that closes right after counts too).
+    tls_counted_ = true;
+    tls_deadline_ns_ = 0;
+    bump(server_.metrics().tls_client_handshakes);
     bump(kernel ? server_.metrics().tls_kernel_connections : server_.metrics().tls_userspace_connections);
     if (const std::string& subject = client_.tls_peer_subject(); !subject.empty())
         // Principals are not forwarded (the proxy is its own principal upstream): logged.
