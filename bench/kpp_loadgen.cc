@@ -5,7 +5,10 @@
 // Usage: kpp-loadgen --bootstrap H:P --topic T [--partitions N] [--mode produce|consume|both]
 //          [--record-bytes B] [--rate R] [--duration S] [--warmup S] [--linger-ms MS]
 //          [--batch-bytes B] [--compression none|lz4|zstd|gzip|snappy] [--acks -1|1|0]
-//          [--producers K] [--idempotence 0|1] [--json]
+//          [--producers K] [--idempotence 0|1] [-X name=value ...] [--json]
+//
+// -X passes a librdkafka setting to every producer and the consumer, after the generator's
+// own (so it can override them), e.g. -X security.protocol=SSL -X ssl.ca.location=ca.pem.
 //
 // What it measures, all over a window of --duration seconds that starts after --warmup seconds:
 //  - Produce throughput: records (and payload bytes, MB = 10^6 B) acknowledged inside the window.
@@ -133,6 +136,7 @@ struct Options {
     bool idempotence = false;  // enable.idempotence (acks=all, at most 5 requests in flight)
     double rate = 0, duration = 10, warmup = 2;
     bool json = false;
+    std::vector<std::pair<std::string, std::string>> extra_settings;  // -X name=value, in order
     bool produce() const { return mode != "consume"; }
     bool consume() const { return mode != "produce"; }
 };
@@ -142,7 +146,7 @@ struct Options {
                  "kpp-loadgen: %s\nusage: kpp-loadgen --bootstrap H:P --topic T [--partitions N]"
                  " [--mode produce|consume|both]\n  [--record-bytes B] [--rate R] [--duration S]"
                  " [--warmup S] [--linger-ms MS] [--batch-bytes B]\n  [--compression "
-                 "none|lz4|zstd|gzip|snappy] [--acks -1|1|0] [--producers K] [--idempotence 0|1] [--json]\n",
+                 "none|lz4|zstd|gzip|snappy] [--acks -1|1|0] [--producers K] [--idempotence 0|1]\n  [-X name=value ...] [--json]\n",
                  problem);
     std::exit(2);
 }
@@ -176,6 +180,11 @@ Options parse(int argc, char** argv) {
         else if (flag == "--rate") o.rate = number("--rate", v, 0, 1e9);
         else if (flag == "--duration") o.duration = number("--duration", v, 0.1, 1e6);
         else if (flag == "--warmup") o.warmup = number("--warmup", v, 0, 1e6);
+        else if (flag == "-X") {
+            const char* equals = std::strchr(v, '=');
+            if (!equals || equals == v) usage((std::string("-X expects name=value, got ") + v).c_str());
+            o.extra_settings.emplace_back(std::string(v, equals), std::string(equals + 1));
+        }
         else usage(("unknown option " + flag).c_str());
     }
     if (o.bootstrap.empty() || o.topic.empty()) usage("--bootstrap and --topic are required");
@@ -207,6 +216,7 @@ rd_kafka_t* make_client(rd_kafka_type_t type, const Options& o,
     // TCP_NODELAY as the Java client does: with Nagle (librdkafka's default) a request that
     // follows an unacknowledged one can wait ~40 ms for a delayed ACK, which is noise here.
     settings.insert(settings.begin(), {{"bootstrap.servers", o.bootstrap}, {"socket.nagle.disable", "true"}});
+    for (const auto& [name, value] : o.extra_settings) settings.emplace_back(name.c_str(), value);
     for (const auto& [name, value] : settings) {
         if (rd_kafka_conf_set(conf, name, value.c_str(), error, sizeof error) != RD_KAFKA_CONF_OK) {
             std::fprintf(stderr, "kpp-loadgen: %s=%s: %s\n", name, value.c_str(), error);
