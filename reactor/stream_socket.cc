@@ -5,10 +5,19 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cerrno>
 
 namespace kpp::reactor {
+namespace {
+
+// Blocks decrypted records are read into: a few records each, below malloc's mmap
+// threshold so freeing one does not hand pages back to the kernel.
+constexpr size_t tls_plaintext_block_bytes = 64 * 1024;
+constexpr size_t tls_small_read_bytes = 16 * 1024;
+
+}  // namespace
 
 stream_socket::stream_socket(event_loop& loop, int fd, events& handler)
     : loop_(loop), fd_(fd), handler_(handler), pool_(&loop.buffers()) {
@@ -144,22 +153,35 @@ void stream_socket::enable_tls(std::unique_ptr<tls_engine> engine, bool try_kern
 }
 
 void stream_socket::send_tls_output() {
-    if (!tls_->has_output() || closing_) return;
-    std::vector<std::byte> ciphertext = tls_->take_output();
-    uint32_t length = static_cast<uint32_t>(ciphertext.size());
-    enqueue(byte_slice{shared_bytes::copy_of(ciphertext), 0, length});
+    if (closing_) return;
+    // Straight from OpenSSL's buffer into blocks the send queue owns, no larger than
+    // tls_plaintext_block_bytes: big blocks would be mapped and unmapped by malloc each time.
+    while (size_t pending = tls_->output_bytes()) {
+        size_t size = std::min(pending, tls_plaintext_block_bytes);
+        shared_bytes ciphertext = shared_bytes::allocate(size);
+        size_t got = tls_->take_output_into(std::span<std::byte>(ciphertext.data(), size));
+        if (got == 0) return;
+        enqueue(byte_slice{std::move(ciphertext), 0, static_cast<uint32_t>(got)});
+    }
 }
 
 void stream_socket::on_tls_data(std::span<const std::byte> ciphertext) {
     bool fed = tls_->feed(ciphertext);
-    std::vector<std::byte> plaintext;
-    if (fed) tls_->read(plaintext);
     send_tls_output();  // handshake messages, alerts, session tickets, key updates
-    if (!plaintext.empty()) {
-        uint32_t length = static_cast<uint32_t>(plaintext.size());
-        handler_.on_data(byte_slice{shared_bytes::copy_of(plaintext), 0, length});
-        if (closing_) return;
+    // Decrypted straight into blocks handed on as they are: a record is at most 16 KiB.
+    while (fed && !closing_) {
+        shared_bytes plaintext = shared_bytes::allocate(tls_plaintext_block_bytes);
+        size_t got = tls_->read_into(std::span<std::byte>(plaintext.data(), tls_plaintext_block_bytes));
+        send_tls_output();
+        if (got == 0) break;
+        // A small read is copied to a block of its size: requests waiting for a broker
+        // must not each hold 64 KiB.
+        if (got < tls_small_read_bytes)
+            plaintext = shared_bytes::copy_of(std::span<const std::byte>(plaintext.data(), got));
+        handler_.on_data(byte_slice{std::move(plaintext), 0, static_cast<uint32_t>(got)});
+        if (got < tls_plaintext_block_bytes) break;
     }
+    if (closing_ || !tls_) return;
     if (!tls_decided_ && tls_->established()) decide_record_layer();
     if (!tls_) return;  // handed to the kernel
     if (tls_->state() == tls_state::failed) {
@@ -213,8 +235,11 @@ void stream_socket::finish_kernel_switch() {
 void stream_socket::send(std::span<const byte_slice> slices) {
     if (closing_) return;
     if (tls_) {
-        for (const byte_slice& slice : slices)
+        for (const byte_slice& slice : slices) {
             if (slice.length != 0 && !tls_->write(slice.span())) return;
+            // Drained as it grows, so OpenSSL's output buffer stays small.
+            if (tls_->output_bytes() >= tls_plaintext_block_bytes) send_tls_output();
+        }
         send_tls_output();
         return;
     }

@@ -201,6 +201,37 @@ bool tls_engine::feed(std::span<const std::byte> ciphertext) {
     return state_ != tls_state::failed;
 }
 
+size_t tls_engine::read_into(std::span<std::byte> out) {
+    if (state_ != tls_state::established) return 0;
+    size_t total = 0;
+    while (total < out.size()) {
+        ERR_clear_error();
+        size_t got = 0;
+        if (SSL_read_ex(ssl_, out.data() + total, out.size() - total, &got) == 1) {
+            total += got;
+            application_bytes_ += got;
+            continue;
+        }
+        int reason = SSL_get_error(ssl_, 0);
+        if (reason == SSL_ERROR_WANT_READ || reason == SSL_ERROR_WANT_WRITE) break;
+        if (reason == SSL_ERROR_ZERO_RETURN) {
+            state_ = tls_state::closed;
+            break;
+        }
+        fail("TLS record error: " + openssl_errors());
+        break;
+    }
+    return total;
+}
+
+size_t tls_engine::output_bytes() const { return network_out_ ? BIO_ctrl_pending(network_out_) : 0; }
+
+size_t tls_engine::take_output_into(std::span<std::byte> out) {
+    if (!network_out_ || out.empty()) return 0;
+    int got = BIO_read(network_out_, out.data(), int(std::min<size_t>(out.size(), INT32_MAX)));
+    return got > 0 ? size_t(got) : 0;
+}
+
 size_t tls_engine::read(std::vector<std::byte>& out, size_t max_bytes) {
     if (state_ != tls_state::established) return 0;
     size_t total = 0;

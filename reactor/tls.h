@@ -93,10 +93,17 @@ public:
     bool feed(std::span<const std::byte> ciphertext);
     // Decrypted bytes, appended to `out`; returns how many (0: nothing available now).
     size_t read(std::vector<std::byte>& out, size_t max_bytes = SIZE_MAX);
+    // The same straight into `out` (up to its size), with no copy in between; returns how
+    // many bytes (0: nothing available now).
+    size_t read_into(std::span<std::byte> out);
     // Plaintext to send; buffered until the handshake is done. False once failed.
     bool write(std::span<const std::byte> plaintext);
     // Ciphertext to put on the wire (handshake messages, records, alerts).
     std::vector<std::byte> take_output();
+    // Ciphertext to put on the wire, moved out of OpenSSL's buffer into `out` (up to its
+    // size) with no copy in between; returns how many bytes.
+    size_t take_output_into(std::span<std::byte> out);
+    size_t output_bytes() const;
     bool has_output() const;
     // Queues a close_notify alert in the output.
     void shutdown();
