@@ -702,7 +702,10 @@ public:
             });
             if (tombstones[partition].size() > before) results_of[partition].push_back(index);
         }
-        for (auto& [partition, records] : tombstones) {
+        for (auto& entry : tombstones) {
+            // Named, not structured bindings: clang before 16 cannot capture those.
+            int32_t partition = entry.first;
+            auto& records = entry.second;
             if (records.empty()) continue;
             for (size_t index : results_of[partition]) written_by_result_[index] = writes_.size();
             writes_.push_back(start_store(env, [&](store_done done) {

@@ -823,8 +823,10 @@ exchange_start start_produce(exchange_env& env, const client_request& request) {
     if (!all_known || needs_check || (expects_response && !env.held_produces.empty())) {
         exchange->hold(env, aliases);
         exchange_waker wake(env);
-        for (auto& [key, answer] : *aliases) {
-            if (answer) continue;
+        for (auto& entry : *aliases) {
+            if (entry.second) continue;
+            // A named copy, not a structured binding: clang before 16 cannot capture those.
+            auto key = entry.first;
             env.server.aliases().resolve(key, [aliases, key, wake](int16_t error, alias_producer alias) {
                 (*aliases)[key] = alias_answer{error, alias};
                 wake();
