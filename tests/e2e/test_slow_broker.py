@@ -19,6 +19,7 @@ after 5 s (`rtt 1 5000`) for 5 s:
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -34,6 +35,9 @@ PHYSICAL, VIRTUAL = 10, 100
 RATE_PER_PRODUCER = 1000  # records per second
 SLOW_AFTER_S, SLOW_FOR_S, RUN_S = 3.0, 5.0, 13.0
 VICTIM = 1
+# The bound: 2 s. A sanitizer build runs the proxy several times slower, so there it
+# is 6 s, still far below the 28 s stall this test guards against.
+BOUND_S = 6.0 if os.environ.get("KPP_SANITIZED") == "1" else 2.0
 
 
 class TimedProducer:
@@ -125,12 +129,13 @@ def test_a_slow_broker_delays_only_its_own_partitions(slow_setup):
                                 for value, (partition, _, acked_at) in producer.acked.items()
                                 if partition not in slow_partitions)
         worst = healthy_delays[-1]
-        assert worst <= 2.0, (f"{producer.name}: a record of a healthy broker's partition waited {worst:.1f} s "
+        assert worst <= BOUND_S, (f"{producer.name}: a record of a healthy broker's partition waited {worst:.1f} s "
                               f"(p99 {healthy_delays[int(len(healthy_delays) * 0.99)]:.2f} s)")
         late = [(value, acked_at - recovered_at) for value, (partition, _, acked_at) in producer.acked.items()
-                if partition in slow_partitions and acked_at - recovered_at > 2.0
+                if partition in slow_partitions and acked_at - recovered_at > BOUND_S
                 and producer.sent[value][1] < recovered_at]
-        assert not late, f"{producer.name}: {len(late)} records of broker {VICTIM} acknowledged > 2 s after it recovered"
+        assert not late, (f"{producer.name}: {len(late)} records of broker {VICTIM} acknowledged > {BOUND_S} s "
+                          "after it recovered")
         assert any(producer.sent[value][1] > slowed_at and producer.sent[value][1] < recovered_at
                    for value, (partition, _, _) in producer.acked.items() if partition in slow_partitions), \
             "nothing was produced to the slow broker while it was slow: the test proves nothing"
