@@ -52,7 +52,13 @@ fi
 fuzz_executables=$(meson introspect build-fuzz --tests | /usr/bin/python3 -c \
   'import json,os,sys; print(" ".join(sorted({os.path.relpath(t["cmd"][0], "build-fuzz") for t in json.load(sys.stdin) if any(s.endswith("fuzz") for s in t["suite"])})))')
 fuzz_targets=$(for executable in $fuzz_executables; do basename "$executable"; done | tr '\n' ' ')
-ninja -C build-fuzz $fuzz_executables >/dev/null
+# Quiet when it works; the compiler's words when it does not (set -e would end the run
+# with no message).
+if ! ninja -C build-fuzz $fuzz_executables > build-fuzz/fuzz-build.log 2>&1; then
+  tail -n 60 build-fuzz/fuzz-build.log
+  echo "the fuzz build failed (build-fuzz/fuzz-build.log)" >&2
+  exit 1
+fi
 echo "==> fuzzing ($fuzz_targets)"
 status=0
 meson test -C build-fuzz --suite fuzz --no-rebuild --print-errorlogs --num-processes 1 || status=$?
