@@ -6,8 +6,7 @@
 // batches to all), as slices of the broker's receive buffers: the proxy writes only the
 // bytes around them (partition headers, sizes, high watermarks). When filtering leaves every
 // virtual partition of a physical one empty while the broker has more, the proxy fetches
-// further itself, remembering what it skipped: through what the broker holds even past
-// max_wait (bounded), and at the end waiting for new records within max_wait. A virtual
+// further itself within the request's max_wait, remembering what it skipped. A virtual
 // partition known to hold nothing up to the physical high watermark is answered with a
 // high watermark at its fetch offset, so lag reaches 0 and end-of-partition fires.
 // A request naming no mapped topic is forwarded unchanged.
@@ -35,8 +34,6 @@ constexpr int fetch_version_flexible = 12;
 // Scan-ahead stops after this many records bytes for one client request (besides max_wait).
 constexpr size_t scan_bytes_budget = size_t(256) << 20;
 constexpr int scan_rounds_max = 512;
-// Scan-ahead over records the broker holds goes on past max_wait, but not beyond this.
-constexpr int64_t scan_overtime_ms_max = 5000;
 constexpr int16_t offset_out_of_range = 1;
 
 // ---- the broker's answer, parsed in place over its receive buffers ----
@@ -267,8 +264,6 @@ private:
                 const std::vector<bool>& asked);
     int find_physical(const fetched_topic& topic, int32_t partition, const std::vector<bool>& asked) const;
     bool should_answer(exchange_env& env) const;
-    // Some physical partition still has records below its high watermark to read through.
-    bool reads_ahead() const;
 
     int16_t version_;
     byte_slice header_tail_;
@@ -285,12 +280,6 @@ private:
     bool any_mapped_ = false;
     std::vector<std::byte> scratch_;
 };
-
-bool fetch_exchange::reads_ahead() const {
-    for (const physical_partition& physical : physicals_)
-        if (physical.active && !physical.at_end) return true;
-    return false;
-}
 
 bool fetch_exchange::prepare(exchange_env& env) {
     std::map<std::pair<std::string, int32_t>, int> physical_index;
@@ -507,11 +496,6 @@ bool fetch_exchange::should_answer(exchange_env& env) const {
         if (client.records_bytes > 0 || (client.answered && client.fields.error_code != 0)) return true;
     if (rounds_ >= scan_rounds_max || scanned_bytes_ >= scan_bytes_budget) return true;
     uint64_t elapsed_ms = (env.now_ns - start_ns_) / 1'000'000u;
-    // max_wait bounds waiting for new records, not reading records the broker holds already:
-    // a broker answers at once when it has them, however long the request waited behind
-    // others on its connection (answered in order, issue 16). Giving up on max_wait here
-    // answered pipelined fetches empty although their partition had records.
-    if (reads_ahead()) return int64_t(elapsed_ms) >= int64_t(request_.max_wait_ms) + scan_overtime_ms_max;
     return int64_t(elapsed_ms) + 1 >= int64_t(request_.max_wait_ms);
 }
 
