@@ -233,27 +233,14 @@ size_t tls_engine::take_output_into(std::span<std::byte> out) {
 }
 
 size_t tls_engine::read(std::vector<std::byte>& out, size_t max_bytes) {
-    if (state_ != tls_state::established) return 0;
+    // read_into in chunks, appended: for callers that keep one growing buffer.
     size_t total = 0;
     std::byte chunk[16384];
     while (total < max_bytes) {
-        ERR_clear_error();
-        size_t got = 0;
-        size_t want = std::min(sizeof chunk, max_bytes - total);
-        if (SSL_read_ex(ssl_, chunk, want, &got) == 1) {
-            out.insert(out.end(), chunk, chunk + got);
-            total += got;
-            application_bytes_ += got;
-            continue;
-        }
-        int reason = SSL_get_error(ssl_, 0);
-        if (reason == SSL_ERROR_WANT_READ || reason == SSL_ERROR_WANT_WRITE) break;
-        if (reason == SSL_ERROR_ZERO_RETURN) {
-            state_ = tls_state::closed;
-            break;
-        }
-        fail("TLS record error: " + openssl_errors());
-        break;
+        size_t got = read_into(std::span<std::byte>(chunk, std::min(sizeof chunk, max_bytes - total)));
+        if (got == 0) break;
+        out.insert(out.end(), chunk, chunk + got);
+        total += got;
     }
     return total;
 }
