@@ -16,6 +16,7 @@ struct batch_owner {
     int32_t virtual_partition = 0;  // when `one`
     int64_t last_offset = 0;
     bool offsets_known = false;     // false when the header itself was unreadable
+    uint32_t records = 0;           // data records in it (0 for control batches)
 };
 
 int64_t load_int64_be(const std::byte* at) {
@@ -39,7 +40,8 @@ bool tag_is_ours(const demux_mapping& mapping, int32_t virtual_partition) {
 // field holds the last offset (of the inner messages, for a compressed wrapper).
 batch_owner legacy_owner(const batch_entry& entry, const demux_mapping& mapping, demux_counts& counts) {
     ++counts.legacy_entries;
-    return {batch_owner::kind::one, mapping.physical_partition, load_int64_be(entry.bytes.data()), true};
+    // One message per entry (a compressed wrapper's inner messages are not counted).
+    return {batch_owner::kind::one, mapping.physical_partition, load_int64_be(entry.bytes.data()), true, 1};
 }
 
 batch_owner classify_owner(const batch_entry& entry, const demux_mapping& mapping, demux_result& result) {
@@ -67,6 +69,7 @@ batch_owner classify_owner(const batch_entry& entry, const demux_mapping& mappin
     if (!found.has_tag && !found.tag_malformed) {
         owner.to = batch_owner::kind::one;
         owner.virtual_partition = mapping.physical_partition;
+        owner.records = uint32_t(found.records_count);
         return owner;
     }
     // A malformed tag still says the batch is not group 0's.
@@ -76,10 +79,11 @@ batch_owner classify_owner(const batch_entry& entry, const demux_mapping& mappin
     }
     owner.to = batch_owner::kind::one;
     owner.virtual_partition = found.virtual_partition;
+    owner.records = uint32_t(found.records_count);
     return owner;
 }
 
-void deliver(virtual_partition_slice& slice, const batch_entry& entry, int64_t last_offset, demux_counts& counts) {
+void deliver(virtual_partition_slice& slice, const batch_entry& entry, const batch_owner& owner, demux_counts& counts) {
     bool follows_previous = !slice.ranges.empty() &&
                             slice.ranges.back().offset_in_field + slice.ranges.back().length_bytes ==
                                 entry.offset_in_field;
@@ -90,7 +94,8 @@ void deliver(virtual_partition_slice& slice, const batch_entry& entry, int64_t l
     }
     slice.size_bytes += entry.bytes.size();
     slice.batches += 1;
-    slice.last_offset = last_offset;
+    slice.records += owner.records;
+    slice.last_offset = owner.last_offset;
     counts.bytes_delivered += entry.bytes.size();
 }
 
@@ -104,7 +109,7 @@ void route(const batch_owner& owner, const batch_entry& entry, std::span<const d
         if (owner.to == batch_owner::kind::one && request.virtual_partition != owner.virtual_partition) continue;
         // A batch that ends before the fetch offset holds nothing the client asked for.
         if (owner.last_offset < request.fetch_offset) continue;
-        deliver(result.partitions[index], entry, owner.last_offset, result.counts);
+        deliver(result.partitions[index], entry, owner, result.counts);
     }
 }
 

@@ -49,6 +49,7 @@ struct virtual_partition_slice {
     std::vector<field_range> ranges;  // in field order, adjacent runs merged
     size_t size_bytes = 0;
     int32_t batches = 0;
+    uint64_t records = 0;      // records of the data batches delivered (control batches not counted)
     int64_t last_offset = -1;  // last offset of the last batch delivered; -1 when none
 };
 

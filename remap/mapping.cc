@@ -50,15 +50,16 @@ topic_mapping mapping_registry::resolve(std::string_view topic) const {
   return default_mapping_;
 }
 
-topic_mapping mapping_registry::lookup(std::string_view topic) const {
+mapping_registry::memo_entry& mapping_registry::memo(std::string_view topic) const {
   if (auto cached = cache_.find(topic); cached != cache_.end()) return cached->second;
   topic_mapping mapping = resolve(topic);
   // Clearing wholesale is crude but keeps memory bounded with no bookkeeping; the
   // working set of topic names refills it quickly.
   if (cache_.size() >= cache_entries_max) cache_.clear();
-  cache_.emplace(std::string(topic), mapping);
-  return mapping;
+  return cache_.emplace(std::string(topic), memo_entry{mapping, no_slot}).first->second;
 }
+
+topic_mapping mapping_registry::lookup(std::string_view topic) const { return memo(topic).mapping; }
 
 std::string mapping_registry::describe() const {
   std::string text;

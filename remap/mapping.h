@@ -40,6 +40,23 @@ class mapping_registry {
 
   topic_mapping lookup(std::string_view topic) const;
 
+  // As lookup(), plus the slot of the caller's per-topic counters for a remapped topic.
+  // `assign_slot(topic)` runs the first time this registry's memo meets the topic (again
+  // after the memo was cleared, or in a registry built by a reload: slots must therefore be
+  // stable per name) and its answer is kept beside the mapping, so a data path indexes its
+  // counters with no second lookup. Topics that are not remapped get no_slot.
+  static constexpr uint32_t no_slot = UINT32_MAX;
+  struct counted_mapping {
+    topic_mapping mapping;
+    uint32_t slot = no_slot;
+  };
+  template <class AssignSlot>
+  counted_mapping lookup_counted(std::string_view topic, AssignSlot&& assign_slot) const {
+    memo_entry& entry = memo(topic);
+    if (entry.slot == no_slot && entry.mapping.remapped()) entry.slot = assign_slot(topic);
+    return {entry.mapping, entry.slot};
+  }
+
   // False when no rule and no default has V > P: every topic passes through untouched, and
   // the data path need not look inside requests at all.
   bool remaps_anything() const { return remaps_anything_; }
@@ -62,13 +79,20 @@ class mapping_registry {
   };
   using topic_map = std::unordered_map<std::string, topic_mapping, string_hash, std::equal_to<>>;
 
+  struct memo_entry {
+    topic_mapping mapping;
+    uint32_t slot = no_slot;
+  };
+  using memo_map = std::unordered_map<std::string, memo_entry, string_hash, std::equal_to<>>;
+
   topic_mapping resolve(std::string_view topic) const;
+  memo_entry& memo(std::string_view topic) const;
 
   std::vector<rule> rules_;       // file order, for regex precedence and describe()
   topic_map literal_rules_;       // every rule key, regex or not, matched as a literal name
   topic_mapping default_mapping_;
   bool remaps_anything_ = false;
-  mutable topic_map cache_;
+  mutable memo_map cache_;
 };
 
 }  // namespace kpp

@@ -134,6 +134,10 @@ TEST(fetch_demux, interleaved_batches_go_to_their_tags) {
     EXPECT_EQ(result.partitions[1].last_offset, 7);
     EXPECT_EQ(result.partitions[2].ranges, ranges_of(field, {2}));
     EXPECT_EQ(result.partitions[2].last_offset, 5);
+    // Records delivered, for the per-topic metrics: 3 + 1 on v1, 2 + 2 on v5, 1 on v9.
+    EXPECT_EQ(result.partitions[0].records, 4u);
+    EXPECT_EQ(result.partitions[1].records, 4u);
+    EXPECT_EQ(result.partitions[2].records, 1u);
     EXPECT_EQ(result.next_fetch_offset, 9);
     EXPECT_FALSE(result.partial_tail);
     EXPECT_EQ(result.first_error, batch_error::none);
@@ -196,6 +200,10 @@ TEST(fetch_demux, control_batches_go_to_every_requested_partition) {
     EXPECT_EQ(result.partitions[1].ranges, std::vector<field_range>({joined(field, 0, 1), field.batches[3]}));
     EXPECT_EQ(result.partitions[2].ranges, std::vector<field_range>{joined(field, 2, 3)});
     EXPECT_EQ(result.counts.control_batches, 2);
+    // Markers are not records a consumer sees: only data records are counted.
+    EXPECT_EQ(result.partitions[0].records, 0u);
+    EXPECT_EQ(result.partitions[1].records, 2u);
+    EXPECT_EQ(result.partitions[2].records, 1u);
     // Each copy of a marker counts as delivered.
     size_t marker_bytes = field.batches[1].length_bytes;
     EXPECT_EQ(result.counts.bytes_delivered, field.bytes.size() + 3 * marker_bytes);

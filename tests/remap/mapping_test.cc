@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 namespace kpp {
 namespace {
@@ -188,6 +189,35 @@ TEST(mapping_registry, remaps_anything_only_with_a_rule_or_default_of_v_above_p)
   with_rule.topics.push_back(make_rule("orders", false, 30, 3));
   EXPECT_TRUE(mapping_registry(with_rule).remaps_anything());
   EXPECT_TRUE(mapping_registry(settings_with_default(100, 10)).remaps_anything());
+}
+
+TEST(mapping_registry, counter_slots_are_assigned_once_per_mapped_topic) {
+  mapping_settings settings = settings_with_default(100, 10);
+  settings.topics.push_back(make_rule("plain", false, 4, 4));
+  mapping_registry registry(settings);
+  std::vector<std::string> asked;
+  auto assign = [&](std::string_view topic) {
+    asked.emplace_back(topic);
+    return uint32_t(asked.size() + 6);
+  };
+  auto first = registry.lookup_counted("orders", assign);
+  EXPECT_TRUE(first.mapping.remapped());
+  EXPECT_EQ(first.slot, 7u);
+  // Remembered beside the mapping: a later lookup, counted or not, asks nobody.
+  EXPECT_TRUE(registry.lookup("orders").remapped());
+  EXPECT_EQ(registry.lookup_counted("orders", assign).slot, 7u);
+  EXPECT_EQ(registry.lookup_counted("events", assign).slot, 8u);
+  // Topics that are not remapped (V == P, internal) get no slot and cost no call.
+  EXPECT_EQ(registry.lookup_counted("plain", assign).slot, mapping_registry::no_slot);
+  EXPECT_EQ(registry.lookup_counted("__consumer_offsets", assign).slot, mapping_registry::no_slot);
+  EXPECT_EQ(asked, (std::vector<std::string>{"orders", "events"}));
+}
+
+TEST(mapping_registry, a_topic_met_before_counting_gets_its_slot_later) {
+  mapping_registry registry(settings_with_default(100, 10));
+  EXPECT_TRUE(registry.lookup("orders").remapped());  // memoised without a slot
+  auto counted = registry.lookup_counted("orders", [](std::string_view) { return uint32_t(3); });
+  EXPECT_EQ(counted.slot, 3u);
 }
 
 }  // namespace
