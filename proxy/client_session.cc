@@ -384,7 +384,8 @@ void client_session::flush_ready_responses() {
     while (!slots_.empty() && slots_.front().ready) {
         response_slot& slot = slots_.front();
         client_.send(slot.pieces);
-        server_.metrics().observe_latency_ns(server_.loop().now_ns() - slot.received_ns);
+        // A bare SASL token (SaslHandshake v0) is no request of any API: not timed as one.
+        if (!slot.raw) server_.metrics().observe_latency_ns(slot.api_key, server_.loop().now_ns() - slot.received_ns);
         slots_.pop_front();
         ++first_slot_sequence_;
     }

@@ -4,12 +4,16 @@
 
 #include <prometheus/collectable.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace kpp {
@@ -23,11 +27,62 @@ inline constexpr size_t metrics_api_keys = 128;  // keys above are counted as ke
 inline constexpr std::array<double, 14> latency_bucket_bounds_seconds{
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0};
 
+struct latency_histogram {
+    std::array<std::atomic<uint64_t>, latency_bucket_bounds_seconds.size() + 1> buckets{};
+    std::atomic<uint64_t> sum_ns{0};
+    std::atomic<uint64_t> count{0};
+};
+
+// Figures of one mapped (virtual) topic on one shard. Summed over its slots they are also
+// the shard-wide figures (kpp_fetch_*_bytes_total, kafka_proxy_partitions_remapped_total):
+// the data path counts each thing once.
+struct alignas(64) topic_counters {
+    std::atomic<uint64_t> partitions_remapped{0};  // Produce and Fetch entries of virtual partitions sent to their physical one
+    std::atomic<uint64_t> produced_records{0};     // records of the batches sent to brokers (as the client counted them)
+    std::atomic<uint64_t> produced_bytes{0};       // bytes of those batches as the client sent them (before the tag)
+    std::atomic<uint64_t> fetched_bytes{0};        // records bytes read from brokers, scan-ahead included
+    std::atomic<uint64_t> delivered_records{0};    // records of the data batches sent on to clients
+    std::atomic<uint64_t> delivered_bytes{0};      // bytes of the batches sent on to clients (control batches included)
+};
+
+// Which mapped topic owns which slot of the per-topic counters, for the whole process (the
+// label sets of every shard agree, so a scrape sums slot by slot). Bounded: the first
+// `labels_max` topics met get a slot each, later ones share the last slot, exported as
+// topic="__other__" (no mapped topic can be called that: names starting "__" are never
+// mapped). Locked only when a core's mapping memo meets a topic for the first time, never
+// per request. Slots are per name and never reused, so a reload that adds topics or
+// rebuilds the mapping memo finds the same slots again.
+class topic_slots {
+public:
+    static constexpr uint32_t labels_max_default = 100;
+    static constexpr uint32_t labels_max_limit = 10000;
+    static constexpr std::string_view other_label = "__other__";
+
+    explicit topic_slots(uint32_t labels_max);
+    uint32_t slot_of(std::string_view topic);
+    uint32_t other_slot() const { return labels_max_; }
+    uint32_t count() const { return labels_max_ + 1; }
+    std::vector<std::string> names() const;  // by slot, the other slot left out
+
+private:
+    struct string_hash {
+        using is_transparent = void;
+        size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
+    };
+    uint32_t labels_max_;
+    mutable std::mutex lock_;
+    std::vector<std::string> names_;
+    std::unordered_map<std::string, uint32_t, string_hash, std::equal_to<>> slots_;
+};
+
 struct alignas(64) shard_metrics {
+    // Without a slot table (tests, fuzzers) every topic counts in the one "other" slot.
+    explicit shard_metrics(topic_slots* slots = nullptr)
+        : slots_(slots), topic_count_(slots ? slots->count() : 1), topics_(new topic_counters[topic_count_]) {}
+
     std::array<std::atomic<uint64_t>, metrics_api_keys> requests_by_api{};
-    std::array<std::atomic<uint64_t>, latency_bucket_bounds_seconds.size() + 1> latency_buckets{};
-    std::atomic<uint64_t> latency_sum_ns{0};
-    std::atomic<uint64_t> latency_count{0};
+    // Arrival to response queued, by API key (the aggregate is summed at scrape).
+    std::array<latency_histogram, metrics_api_keys> latency_by_api{};
     std::atomic<uint64_t> client_connections_opened{0};
     std::atomic<uint64_t> client_connections_closed{0};
     std::atomic<uint64_t> client_connections_refused{0};
@@ -38,9 +93,8 @@ struct alignas(64) shard_metrics {
     std::atomic<uint64_t> upstream_connect_failures{0};
     std::atomic<uint64_t> upstream_failures{0};
     std::atomic<uint64_t> requests_rejected{0};  // frames refused: too large or malformed
-    // Virtual partitions (fetch demultiplexing and scan-ahead).
-    std::atomic<uint64_t> fetch_scanned_bytes{0};    // records bytes of mapped partitions read from brokers
-    std::atomic<uint64_t> fetch_delivered_bytes{0};  // of those, bytes sent on to clients
+    // Virtual partitions (fetch demultiplexing and scan-ahead); bytes read and delivered are
+    // counted per topic (topic_counters).
     std::atomic<uint64_t> fetch_scan_rounds{0};      // extra physical fetches made by scan-ahead
     std::atomic<uint64_t> fetch_hint_skipped_offsets{0};  // offsets skipped thanks to skip hints
     std::atomic<uint64_t> produce_tagged_batches{0};
@@ -82,22 +136,36 @@ struct alignas(64) shard_metrics {
     // SASL toward brokers (the proxy's own principal).
     std::atomic<uint64_t> sasl_broker_ok{0}, sasl_broker_failed{0};
 
-    void count_request(int16_t api_key) {
-        size_t index = api_key < 0 ? metrics_api_keys - 1 : std::min<size_t>(size_t(api_key), metrics_api_keys - 1);
-        bump(requests_by_api[index]);
+    static size_t api_index(int16_t api_key) {
+        return api_key < 0 ? metrics_api_keys - 1 : std::min<size_t>(size_t(api_key), metrics_api_keys - 1);
     }
-    void observe_latency_ns(uint64_t elapsed_ns);
+    void count_request(int16_t api_key) { bump(requests_by_api[api_index(api_key)]); }
+    void observe_latency_ns(int16_t api_key, uint64_t elapsed_ns);
+
+    // The slot of a mapped topic: resolve it where the handler looks the topic's mapping up
+    // (mapping_registry::lookup_counted remembers it), then index topic() per entry or batch.
+    uint32_t topic_slot(std::string_view topic) { return slots_ ? slots_->slot_of(topic) : 0; }
+    topic_counters& topic(uint32_t slot) { return topics_[slot < topic_count_ ? slot : topic_count_ - 1]; }
+    const topic_counters& topic(uint32_t slot) const { return topics_[slot < topic_count_ ? slot : topic_count_ - 1]; }
+    uint32_t topic_count() const { return topic_count_; }
+
+private:
+    topic_slots* slots_;
+    uint32_t topic_count_;
+    std::unique_ptr<topic_counters[]> topics_;
 };
 
 class metrics_registry : public prometheus::Collectable {
 public:
-    explicit metrics_registry(uint32_t shard_count);
+    explicit metrics_registry(uint32_t shard_count, uint32_t topic_labels_max = topic_slots::labels_max_default);
     shard_metrics& shard(uint32_t index) { return *shards_[index]; }
+    uint32_t shard_count() const { return uint32_t(shards_.size()); }
     std::vector<prometheus::MetricFamily> Collect() const override;
     std::string render_text() const;  // Prometheus text exposition
     int64_t active_client_connections() const;
 
 private:
+    std::unique_ptr<topic_slots> topic_slots_;
     std::vector<std::unique_ptr<shard_metrics>> shards_;
 };
 

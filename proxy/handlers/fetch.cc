@@ -225,6 +225,7 @@ struct client_topic {
     topic_uuid id{};
     std::string hint_key;
     topic_mapping mapping;
+    uint32_t stats_slot = mapping_registry::no_slot;  // its counters, when mapped
 };
 
 struct physical_partition {
@@ -292,7 +293,12 @@ bool fetch_exchange::prepare(exchange_env& env) {
             topic.name = requested.topic;
         }
         topic.hint_key = hint_key_of(topic.name, topic.id, version_);
-        if (!topic.name.empty()) topic.mapping = env.remap.mappings.lookup(topic.name);
+        if (!topic.name.empty()) {
+            auto counted = env.remap.mappings.lookup_counted(
+                topic.name, [&](std::string_view name) { return env.metrics.topic_slot(name); });
+            topic.mapping = counted.mapping;
+            topic.stats_slot = counted.slot;
+        }
         bool unknown_id = topic.name.empty() && version_ >= fetch_version_topic_ids;
         if (unknown_id || topic.mapping.remapped()) any_mapped_ = true;
         size_t topic_index = topics_.size();
@@ -321,6 +327,7 @@ bool fetch_exchange::prepare(exchange_env& env) {
             }
             int64_t start = entry.fetch_offset;
             if (mapped) {
+                bump(env.metrics.topic(current.stats_slot).partitions_remapped);
                 start = env.remap.hints.resume_offset(current.hint_key, physical, wanted.partition, entry.fetch_offset);
                 if (start > entry.fetch_offset) bump(env.metrics.fetch_hint_skipped_offsets, uint64_t(start - entry.fetch_offset));
             }
@@ -439,7 +446,8 @@ void fetch_exchange::absorb(exchange_env& env, const protocol::frame& frame, fet
         result = demux_fetch_records(pieces, mapping, wanted, physical.fetch_offset, scratch_);
     }
     scanned_bytes_ += answer.records_bytes;
-    bump(env.metrics.fetch_scanned_bytes, answer.records_bytes);
+    topic_counters& counted = env.metrics.topic(named.stats_slot);
+    bump(counted.fetched_bytes, answer.records_bytes);
     if (result.first_error != protocol::batch_error::none)
         spdlog::warn("fetch from {} partition {}: {} at byte {} of the records; delivered what came before",
                      named.name, physical.partition, protocol::to_string(result.first_error), result.error_at);
@@ -462,7 +470,8 @@ void fetch_exchange::absorb(exchange_env& env, const protocol::frame& frame, fet
         for (const field_range& range : slice.ranges)
             exchange_util::slices_of(frame, answer.records_at + range.offset_in_field, range.length_bytes, client.records);
         client.records_bytes += slice.size_bytes;
-        bump(env.metrics.fetch_delivered_bytes, slice.size_bytes);
+        bump(counted.delivered_bytes, slice.size_bytes);
+        bump(counted.delivered_records, slice.records);
         if (slice.batches > 0) {
             all_empty = false;
             client.last_offset = std::max(client.last_offset, slice.last_offset);

@@ -87,6 +87,7 @@ struct entry_state {
     int round = -1;          // the physical request carrying it; -1: answered by the proxy
     int16_t local_error = 0;
     std::string local_message;
+    uint32_t stats_slot = mapping_registry::no_slot;  // its topic's counters (mapped topics)
     std::vector<byte_slice> records;  // what goes upstream
     bool records_null = false;
     // Answered by the proxy from its record of an acknowledged transactional batch.
@@ -445,6 +446,7 @@ bool tag_records(exchange_env& env, const byte_slice& whole, const partition_vie
         entry.local_message = "a transactional Produce carries exactly one record batch per partition";
         return false;
     }
+    uint64_t records_tagged = 0, bytes_tagged = 0;
     while (batches.next(batch)) {
         if (batch.magic != 2) {
             entry.local_error = exchange_util::corrupt_message;
@@ -486,6 +488,8 @@ bool tag_records(exchange_env& env, const byte_slice& whole, const partition_vie
             return false;
         }
         bump(env.metrics.produce_tagged_batches);
+        records_tagged += uint64_t(std::max(protocol::record_batch_view(batch.bytes).records_count(), 0));
+        bytes_tagged += batch.bytes.size();
         for (auto& piece : rewritten.pieces) entry.records.push_back(std::move(piece));
     }
     if (batches.error() != protocol::batch_error::none || batches.partial()) {
@@ -493,6 +497,9 @@ bool tag_records(exchange_env& env, const byte_slice& whole, const partition_vie
         entry.local_message = "records field does not end on a record batch boundary";
         return false;
     }
+    topic_counters& counted = env.metrics.topic(entry.stats_slot);
+    bump(counted.produced_records, records_tagged);
+    bump(counted.produced_bytes, bytes_tagged);
     return true;
 }
 
@@ -733,6 +740,7 @@ bool produce_exchange::dispatch(exchange_env& env) {
                                                        uint32_t(partition.records_bytes)});
                 }
             }
+            if (planned.tag) bump(env.metrics.topic(entry.stats_slot).partitions_remapped);
             sent.push_back(&entry);
         }
         if (sent.empty()) continue;
@@ -786,13 +794,16 @@ exchange_start start_produce(exchange_env& env, const client_request& request) {
     std::vector<std::string> topic_names;
     std::vector<produce_entry> planned_input;
     std::vector<entry_state> entries;
+    auto assign_slot = [&](std::string_view name) { return env.metrics.topic_slot(name); };
     for (size_t t = 0; t < input.view.topics.size(); ++t) {
         topic_names.emplace_back(input.view.topics[t].name);
+        uint32_t stats_slot = env.remap.mappings.lookup_counted(input.view.topics[t].name, assign_slot).slot;
         for (const auto& partition : input.view.topics[t].partitions) {
             planned_input.push_back({input.view.topics[t].name, partition.index});
             entry_state entry;
             entry.topic = t;
             entry.partition = partition.index;
+            entry.stats_slot = stats_slot;
             entries.push_back(std::move(entry));
             input.partitions.push_back(&partition);
         }
