@@ -9,14 +9,18 @@
 # The Node part (node-rdkafka 3.6.1 with librdkafka 2.12, kafkajs 2.2.4; DESIGN.md section 5)
 # goes into a cache directory keyed by a hash of tools/node/package.json + package-lock.json,
 # because node-rdkafka's native build takes minutes; an existing complete cache is reused.
+# The Kubernetes API schemas for tests/packaging (kubernetes-models, pinned in
+# tests/packaging/node) go into a second cache directory keyed the same way.
 #
-# Usage: tools/setup.sh [--print-node-dir] [--skip-apt] [--skip-node] [--help]
+# Usage: tools/setup.sh [--print-node-dir] [--print-k8s-schema-dir] [--skip-apt] [--skip-node] [--help]
 #   --print-node-dir  print the Node cache directory and exit (installs nothing)
+#   --print-k8s-schema-dir  print the Kubernetes schema cache directory and exit
 #   --skip-apt        do not install Debian packages
 #   --skip-node       do not install the Node packages
 # Environment:
 #   KPP_NODE_CACHE    the Node cache directory to use instead of
 #                     /var/cache/kafka-partition-proxy/node-<hash>
+#   KPP_K8S_SCHEMA_CACHE  likewise for /var/cache/kafka-partition-proxy/k8s-schemas-<hash>
 # On success prints only the Node cache directory; on failure prints the failing step's log.
 set -euo pipefail
 
@@ -24,6 +28,7 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 node_src_dir="$repo_root/tools/node"
 
 print_node_dir_only=false
+print_k8s_schema_dir_only=false
 skip_apt=false
 skip_node=false
 for arg in "$@"; do
@@ -31,7 +36,8 @@ for arg in "$@"; do
     --print-node-dir) print_node_dir_only=true ;;
     --skip-apt) skip_apt=true ;;
     --skip-node) skip_node=true ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --print-k8s-schema-dir) print_k8s_schema_dir_only=true ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup.sh: unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -54,8 +60,22 @@ node_dir() {
   fi
 }
 
+k8s_schema_src_dir="$repo_root/tests/packaging/node"
+k8s_schema_dir() {
+  if [[ -n "${KPP_K8S_SCHEMA_CACHE:-}" ]]; then
+    echo "$KPP_K8S_SCHEMA_CACHE"
+  else
+    echo "/var/cache/kafka-partition-proxy/k8s-schemas-$(cat "$k8s_schema_src_dir/package.json" \
+      "$k8s_schema_src_dir/package-lock.json" | sha256sum | cut -c1-16)"
+  fi
+}
+
 if $print_node_dir_only; then
   node_dir
+  exit 0
+fi
+if $print_k8s_schema_dir_only; then
+  k8s_schema_dir
   exit 0
 fi
 
@@ -98,9 +118,10 @@ install_debian_packages() {
     libgtest-dev libgmock-dev libbenchmark-dev
     librdkafka-dev kcat
     golang-go golang-github-shopify-sarama-dev golang-github-xdg-go-scram-dev
-    python3 python3-pytest python3-confluent-kafka python3-kafka
+    python3 python3-pytest python3-confluent-kafka python3-kafka python3-yaml
     python3-snappy python3-lz4 python3-zstandard
     curl procps valgrind ca-certificates haproxy openssl
+    systemd
   )
   # Node only when absent: a NodeSource or hand-installed node must not be replaced.
   if ! command -v node >/dev/null 2>&1; then wanted+=(nodejs); fi
@@ -175,9 +196,38 @@ install_node_packages() {
   echo "$target"
 }
 
+# Plain JavaScript (ajv validators), so no native build: quick, and silent on success
+# (stdout carries only the Node cache directory).
+install_k8s_schemas() {
+  local target marker
+  target="$(k8s_schema_dir)"
+  marker="$target/.kpp-complete"
+  if [[ -f "$marker" && -d "$target/node_modules/kubernetes-models" ]]; then
+    return
+  fi
+  as_root mkdir -p "$(dirname "$target")"
+  exec 8>"$target.lock"
+  flock -w 600 8 || { echo "setup.sh: timed out waiting for $target.lock" >&2; exit 1; }
+  if [[ -f "$marker" && -d "$target/node_modules/kubernetes-models" ]]; then
+    return
+  fi
+  local staging
+  rm -rf "$target".staging.*
+  staging="$(mktemp -d "$target.staging.XXXXXX")"
+  node_staging_dir="$staging"
+  cp "$k8s_schema_src_dir/package.json" "$k8s_schema_src_dir/package-lock.json" "$staging/"
+  run_logged "npm ci (Kubernetes schemas) in $staging" \
+    bash -c 'cd "$1" && npm ci --no-audit --no-fund --loglevel=error' _ "$staging"
+  touch "$staging/.kpp-complete"
+  rm -rf "$target"
+  mv "$staging" "$target"
+  node_staging_dir=""
+}
+
 if ! $skip_apt; then
   install_debian_packages
 fi
 if ! $skip_node; then
+  install_k8s_schemas
   install_node_packages
 fi
