@@ -121,7 +121,7 @@ install_debian_packages() {
     python3 python3-pytest python3-confluent-kafka python3-kafka python3-yaml
     python3-snappy python3-lz4 python3-zstandard
     curl procps valgrind ca-certificates haproxy openssl
-    systemd
+    systemd strace
   )
   # Node only when absent: a NodeSource or hand-installed node must not be replaced.
   if ! command -v node >/dev/null 2>&1; then wanted+=(nodejs); fi

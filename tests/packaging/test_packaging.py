@@ -830,12 +830,13 @@ def test_unit_is_hardened():
     assert "#CPUAffinity=" in UNIT.read_text(), "a commented CPUAffinity= example"
 
 
-def test_unit_syscall_filter_leaves_io_uring_open():
+def unit_syscall_filter():
+    """(allowed, denied) system calls of the unit's SystemCallFilter=, groups expanded with
+    `systemd-analyze syscall-filter`; None when the unit has no filter."""
     filters = [value for s, k, value in unit_settings() if s == "Service" and k == "SystemCallFilter"]
     if not filters:
-        return
-    groups = {}
-    current = None
+        return None
+    groups, current = {}, None
     listing = subprocess.run(["systemd-analyze", "syscall-filter"], capture_output=True, text=True).stdout
     for line in listing.splitlines():
         if line.startswith("@"):
@@ -858,8 +859,94 @@ def test_unit_syscall_filter_leaves_io_uring_open():
             denied |= expand(value[1:].split())
         else:
             allowed |= expand(value.split())
+    return allowed, denied
+
+
+def test_unit_syscall_filter_leaves_io_uring_open():
+    rules = unit_syscall_filter()
+    if rules is None:
+        return
+    allowed, denied = rules
     for call in ("io_uring_setup", "io_uring_enter", "io_uring_register", "sched_setaffinity", "sendmsg", "accept4"):
         assert call in allowed and call not in denied, f"SystemCallFilter blocks {call}"
+
+
+def http(url, method="GET"):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=5) as answer:
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
+
+
+def test_unit_syscall_filter_allows_every_call_the_proxy_makes(tmp_path):
+    """Runs the proxy under strace in front of the mock cluster (metadata, produce, fetch,
+    metrics, SIGHUP, SIGTERM) and checks the unit's filter allows every call it made."""
+    rules = unit_syscall_filter()
+    if rules is None:
+        return
+    mock_bin = os.environ.get("KPP_MOCK_CLUSTER_BIN", "")
+    for tool in ("strace", "kcat"):
+        assert shutil.which(tool), f"{tool} is missing: run tools/setup.sh"
+    if not Path(mock_bin).is_file():
+        pytest.skip("no mock cluster launcher in this build (librdkafka not found)")
+    mock = subprocess.Popen([mock_bin, "--brokers", "2", "--topic", "demo:4", "--topic", "__kpr_offsets:2"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    traced = None
+    try:
+        bootstrap = ""
+        while not bootstrap.startswith("BOOTSTRAP"):
+            bootstrap = mock.stdout.readline()
+            assert bootstrap, "the mock cluster did not start"
+        port, metrics = free_port(), free_port()
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump({
+            "listen": {"address": f"127.0.0.1:{port}", "broker_port_base": free_port()},
+            "kafka": {"bootstrap_servers": [bootstrap.split()[1].split(",")[0]]},
+            "metrics": {"address": f"127.0.0.1:{metrics}"},
+            "mapping": {"topics": {"demo": {"virtual_partitions": 8, "physical_partitions": 4}}}}))
+        trace = tmp_path / "trace"
+        traced = subprocess.Popen(["strace", "-f", "-qq", "-o", str(trace), PROXY_BIN, "--config", str(config)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=proxy_environment({}))
+        deadline = time.monotonic() + 30
+        while http(f"http://127.0.0.1:{metrics}/ready") != 200:
+            assert time.monotonic() < deadline and traced.poll() is None, "the traced proxy did not get ready"
+            time.sleep(0.2)
+        kcat = ["kcat", "-b", f"127.0.0.1:{port}"]
+        subprocess.run(kcat + ["-L", "-t", "demo"], check=True, capture_output=True, timeout=30)
+        subprocess.run(kcat + ["-P", "-t", "demo", "-p", "5"], input="syscalls\n", text=True, check=True, timeout=30)
+        consumed = subprocess.run(kcat + ["-C", "-t", "demo", "-p", "5", "-o", "beginning", "-e", "-q"],
+                                  capture_output=True, text=True, check=True, timeout=30).stdout
+        assert consumed.strip() == "syscalls"
+        assert http(f"http://127.0.0.1:{metrics}/metrics") == 200
+        children = Path(f"/proc/{traced.pid}/task/{traced.pid}/children").read_text().split()
+        assert len(children) == 1, "strace should have one child: the proxy"
+        proxy_pid = int(children[0])
+        os.kill(proxy_pid, signal.SIGHUP)
+        time.sleep(0.5)
+        os.kill(proxy_pid, signal.SIGTERM)
+        assert traced.wait(timeout=30) == 0, "the proxy did not stop cleanly on SIGTERM"
+    finally:
+        if traced and traced.poll() is None:
+            traced.kill()
+            traced.wait()
+        mock.stdin.close()
+        mock.terminate()
+        mock.wait(timeout=30)
+    used = set()
+    for line in trace.read_text().splitlines():
+        match = re.match(r"\d+\s+([a-z0-9_]+)\(", line)
+        if match:
+            used.add(match.group(1))
+    used.discard("execve")  # strace's exec of the proxy, before any filter would apply
+    assert {"io_uring_setup", "io_uring_enter"} <= used, "the trace missed the data plane"
+    allowed, denied = rules
+    blocked = sorted(call for call in used if call not in allowed or call in denied)
+    assert not blocked, f"the unit's SystemCallFilter would refuse {blocked}, which the proxy calls"
 
 
 # ================================================================= seccomp helper
