@@ -15,7 +15,9 @@
 #include "protocol/api.h"
 #include "protocol/header.h"
 #include "protocol/kpp_messages.h"
+#include "protocol/record_batch.h"
 #include "protocol/wire.h"
+#include "remap/offset_cache.h"
 #include "reactor/errors.h"
 
 namespace kpp {
@@ -367,6 +369,184 @@ offset_store_result prepare_offset_store(const proxy_config& config, const clust
         }
     }
     return result;
+}
+
+namespace {
+
+// A connection to the first bootstrap server that answers, with the config's TLS and SASL.
+std::unique_ptr<blocking_connection> connect_bootstrap(const proxy_config& config, std::string& error) {
+    std::shared_ptr<reactor::tls_context> tls = broker_tls_context(config, error);
+    if (!error.empty()) return nullptr;
+    std::shared_ptr<const broker_sasl> sasl = broker_sasl_identity(config, error);
+    if (!error.empty()) return nullptr;
+    for (const host_port& server : config.kafka.bootstrap_servers) {
+        try {
+            reactor::socket_address address = reactor::resolve_address(server.host, server.port);
+            auto connection = std::make_unique<blocking_connection>(address, config.kafka.connection_timeout_ms, tls,
+                                                                    server.host, sasl);
+            error.clear();
+            return connection;
+        } catch (const std::exception& failure) {
+            error += (error.empty() ? "" : "; ") + server.to_string() + ": " + failure.what();
+        }
+    }
+    return nullptr;
+}
+
+}  // namespace
+
+layout_snapshot read_layout_snapshot(const proxy_config& config, const offset_store_info& store) {
+    layout_snapshot snapshot;
+    try {
+        auto connection = connect_bootstrap(config, snapshot.error);
+        if (!connection) return snapshot;
+        protocol::messages::metadata_request request;
+        if (store.metadata_version == 0) request.topics.emplace();  // v0: an empty list means every topic
+        auto metadata = decode_response<protocol::messages::metadata_response>(
+            protocol::api_key::metadata, store.metadata_version,
+            connection->exchange(encode_request(protocol::api_key::metadata, store.metadata_version, request)));
+        int32_t leader = -1;
+        for (const auto& topic : metadata.topics) {
+            if (!topic.name || topic.error_code != 0) continue;
+            snapshot.cluster_topics[*topic.name] = int32_t(topic.partitions.size());
+            if (*topic.name == store.topic)
+                for (const auto& partition : topic.partitions)
+                    if (partition.partition_index == layout_store_partition) leader = partition.leader_id;
+        }
+        if (store.partitions == 0) return snapshot;  // no store: nothing recorded
+        const protocol::messages::metadata_response::brokers_element* broker = nullptr;
+        for (const auto& entry : metadata.brokers)
+            if (entry.node_id == leader) broker = &entry;
+        if (!broker) throw std::runtime_error(store.topic + "-0 has no leader");
+        std::shared_ptr<reactor::tls_context> tls = broker_tls_context(config, snapshot.error);
+        std::shared_ptr<const broker_sasl> sasl = broker_sasl_identity(config, snapshot.error);
+        if (!snapshot.error.empty()) return snapshot;
+        blocking_connection reader(reactor::resolve_address(broker->host, uint16_t(broker->port)),
+                                   config.kafka.connection_timeout_ms, tls, broker->host, sasl);
+        offset_cache scratch;  // committed offsets read on the way, dropped
+        int64_t next = 0;
+        for (int round = 0; round < 100000; ++round) {
+            protocol::messages::fetch_request fetch;
+            fetch.replica_id = -1;
+            fetch.max_wait_ms = 0;
+            fetch.min_bytes = 0;
+            fetch.max_bytes = 4 << 20;
+            fetch.isolation_level = 1;  // read_committed, as the cores read the store
+            fetch.session_id = 0;
+            fetch.session_epoch = -1;
+            protocol::messages::fetch_request::topics_element topic;
+            topic.topic = store.topic;
+            protocol::messages::fetch_request::topics_element::partitions_element wanted;
+            wanted.partition = layout_store_partition;
+            wanted.current_leader_epoch = -1;
+            wanted.fetch_offset = next;
+            wanted.log_start_offset = -1;
+            wanted.partition_max_bytes = 4 << 20;
+            topic.partitions.push_back(wanted);
+            fetch.topics.push_back(std::move(topic));
+            auto answer = decode_response<protocol::messages::fetch_response>(
+                protocol::api_key::fetch, store.fetch_version,
+                reader.exchange(encode_request(protocol::api_key::fetch, store.fetch_version, fetch)));
+            const protocol::messages::fetch_response::responses_element::partitions_element* part = nullptr;
+            for (const auto& entry : answer.responses)
+                for (const auto& candidate : entry.partitions)
+                    if (entry.topic == store.topic && candidate.partition_index == layout_store_partition)
+                        part = &candidate;
+            if (answer.error_code != 0 || !part)
+                throw std::runtime_error("Fetch of " + store.topic + "-0 answered error " +
+                                         std::to_string(part ? part->error_code : answer.error_code));
+            if (part->error_code == 1 /* OFFSET_OUT_OF_RANGE */ && part->log_start_offset > next) {
+                next = part->log_start_offset;
+                continue;
+            }
+            if (part->error_code != 0)
+                throw std::runtime_error("Fetch of " + store.topic + "-0 answered error " +
+                                         std::to_string(part->error_code));
+            int64_t end = part->last_stable_offset >= 0 ? part->last_stable_offset : part->high_watermark;
+            if (next >= end) break;
+            std::span<const std::byte> records;
+            if (part->records) records = *part->records;
+            std::vector<aborted_transaction> aborted;
+            if (part->aborted_transactions)
+                for (const auto& entry : *part->aborted_transactions)
+                    aborted.push_back({entry.producer_id, entry.first_offset});
+            offset_cache::read_result read = scratch.apply_records(records, next, nullptr, aborted, &snapshot.recorded);
+            scratch.clear();
+            if (!read.next_offset) throw std::runtime_error(store.topic + "-0: " + read.problem);
+            if (*read.next_offset <= next) throw std::runtime_error(store.topic + "-0: a read made no progress");
+            next = *read.next_offset;
+        }
+    } catch (const std::exception& failure) {
+        snapshot.error = std::string("reading the topic layouts from offset_store.topic: ") + failure.what();
+    }
+    return snapshot;
+}
+
+std::string record_topic_layouts(const proxy_config& config, const offset_store_info& store,
+                                 const topic_layouts& layouts) {
+    if (layouts.empty() || store.partitions == 0) return {};
+    std::string error;
+    try {
+        auto connection = connect_bootstrap(config, error);
+        if (!connection) return error;
+        protocol::messages::metadata_request request;
+        request.topics.emplace(1, protocol::messages::metadata_request::topics_element{{}, store.topic});
+        if (store.metadata_version == 0) request.topics->front().name = store.topic;
+        auto metadata = decode_response<protocol::messages::metadata_response>(
+            protocol::api_key::metadata, store.metadata_version,
+            connection->exchange(encode_request(protocol::api_key::metadata, store.metadata_version, request)));
+        int32_t leader = -1;
+        for (const auto& topic : metadata.topics)
+            if (topic.name == store.topic)
+                for (const auto& partition : topic.partitions)
+                    if (partition.partition_index == layout_store_partition) leader = partition.leader_id;
+        const protocol::messages::metadata_response::brokers_element* broker = nullptr;
+        for (const auto& entry : metadata.brokers)
+            if (entry.node_id == leader) broker = &entry;
+        if (!broker) throw std::runtime_error(store.topic + "-0 has no leader");
+        std::shared_ptr<reactor::tls_context> tls = broker_tls_context(config, error);
+        std::shared_ptr<const broker_sasl> sasl = broker_sasl_identity(config, error);
+        if (!error.empty()) return error;
+        blocking_connection writer(reactor::resolve_address(broker->host, uint16_t(broker->port)),
+                                   config.kafka.connection_timeout_ms, tls, broker->host, sasl);
+        std::vector<std::vector<std::byte>> keys, values;
+        std::vector<protocol::record_input> inputs;
+        keys.reserve(layouts.size());
+        values.reserve(layouts.size());
+        for (const auto& [topic, layout] : layouts) {
+            keys.push_back(encode_layout_key(topic));
+            values.push_back(encode_layout_value(layout));
+            protocol::record_input input;
+            input.key = std::span<const std::byte>(keys.back());
+            input.value = std::span<const std::byte>(values.back());
+            input.offset_delta = int32_t(inputs.size());
+            inputs.push_back(std::move(input));
+        }
+        protocol::batch_fields fields;
+        fields.base_timestamp = fields.max_timestamp =
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+                .count();
+        protocol::built_batch batch = protocol::build_record_batch(fields, inputs);
+        if (!batch.ok()) return std::string("cannot build a record batch: ") + protocol::to_string(batch.error);
+        protocol::messages::produce_request produce;
+        produce.acks = -1;
+        produce.timeout_ms = int32_t(std::min<uint32_t>(config.kafka.request_timeout_ms, INT32_MAX));
+        protocol::messages::produce_request::topic_data_element topic;
+        topic.name = store.topic;
+        topic.partition_data.push_back({layout_store_partition, std::move(batch.bytes)});
+        produce.topic_data.push_back(std::move(topic));
+        auto answer = decode_response<protocol::messages::produce_response>(
+            protocol::api_key::produce, store.produce_version,
+            writer.exchange(encode_request(protocol::api_key::produce, store.produce_version, produce)));
+        for (const auto& entry : answer.responses)
+            for (const auto& partition : entry.partition_responses)
+                if (partition.error_code != 0)
+                    return "writing topic layouts to " + store.topic + "-0 answered error " +
+                           std::to_string(partition.error_code);
+        return {};
+    } catch (const std::exception& failure) {
+        return std::string("writing topic layouts to offset_store.topic: ") + failure.what();
+    }
 }
 
 bool cluster_directory::same_brokers(const cluster_directory& other) const {

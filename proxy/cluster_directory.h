@@ -13,6 +13,7 @@
 #include "protocol/broker_endpoints.h"
 #include "proxy/config.h"
 #include "reactor/address.h"
+#include "remap/topic_layouts.h"
 
 namespace kpp {
 
@@ -65,6 +66,19 @@ struct offset_store_result {
 // Checks that offset_store.topic exists, creating it (compacted) through CreateTopics where
 // the cluster offers that API; learns its real partition count. Blocking, for start-up.
 offset_store_result prepare_offset_store(const proxy_config& config, const cluster_directory& directory);
+
+// What the start-up, reload and refresh checks of topic layouts read (blocking, never on a
+// core): every topic of the cluster with its partition count, and the layouts the offset
+// store recorded (remap/topic_layouts.h).
+struct layout_snapshot {
+    std::map<std::string, int32_t, std::less<>> cluster_topics;
+    topic_layouts recorded;
+    std::string error;  // empty on success
+};
+layout_snapshot read_layout_snapshot(const proxy_config& config, const offset_store_info& store);
+// Appends layout records to the store (acks=all). Returns why it failed, empty on success.
+std::string record_topic_layouts(const proxy_config& config, const offset_store_info& store,
+                                 const topic_layouts& layouts);
 
 // Asks the bootstrap servers in turn (ApiVersions, then Metadata at the best version both
 // sides speak) and resolves every broker. Fails with a message; never throws for network

@@ -63,7 +63,8 @@ void offset_cache::clear() {
 }
 
 offset_cache::read_result offset_cache::apply_records(std::span<const std::byte> records_field, int64_t fetch_offset,
-                                                      alias_index* aliases, std::span<const aborted_transaction> aborted) {
+                                                      alias_index* aliases, std::span<const aborted_transaction> aborted,
+                                                      topic_layouts* layouts) {
     read_result result;
     int64_t next = fetch_offset;
     std::vector<aborted_transaction> pending_aborts(aborted.begin(), aborted.end());
@@ -117,6 +118,19 @@ offset_cache::read_result offset_cache::apply_records(std::span<const std::byte>
             if (record.key && is_alias_key(*record.key)) {
                 if (apply_alias_record(*record.key, record.value, offset, aliases)) ++result.applied;
                 else ++result.skipped;
+                continue;
+            }
+            if (record.key && is_layout_key(*record.key)) {
+                if (!layouts) continue;  // the start-up and reload checks read these, not the cores
+                auto topic = decode_layout_key(*record.key);
+                auto layout = record.value ? decode_layout_value(*record.value) : std::nullopt;
+                if (!topic || (record.value && !layout)) {
+                    ++result.skipped;
+                } else {
+                    if (layout) (*layouts)[*topic] = *layout;
+                    else layouts->erase(*topic);
+                    ++result.applied;
+                }
                 continue;
             }
             std::optional<offset_key> key = record.key ? decode_offset_key(*record.key) : std::nullopt;

@@ -18,6 +18,7 @@
 
 #include "remap/offset_records.h"
 #include "remap/producer_aliases.h"
+#include "remap/topic_layouts.h"
 
 namespace kpp {
 
@@ -51,12 +52,14 @@ public:
         size_t skipped = 0;
         std::string problem;  // why next_offset is nullopt
     };
-    // Producer alias records (remap/producer_aliases.h) go to `aliases` when given.
+    // Producer alias records (remap/producer_aliases.h) go to `aliases` when given, topic
+    // layout records (remap/topic_layouts.h) to `layouts`.
     // `aborted`: a read_committed Fetch answer's aborted transactions; the batches of those
     // transactions are skipped up to each one's abort marker, as a read_committed consumer
     // does (records past the last stable offset never come in such an answer).
     read_result apply_records(std::span<const std::byte> records_field, int64_t fetch_offset,
-                              alias_index* aliases = nullptr, std::span<const aborted_transaction> aborted = {});
+                              alias_index* aliases = nullptr, std::span<const aborted_transaction> aborted = {},
+                              topic_layouts* layouts = nullptr);
 
 private:
     struct entry {
