@@ -51,6 +51,11 @@ void admin_http_server::serve() {
     }
 }
 
+void admin_http_server::set_routes(admin_routes routes) {
+    std::lock_guard lock(routes_mutex_);
+    routes_ = std::move(routes);
+}
+
 void admin_http_server::answer(int fd) {
     char request[2048];
     ssize_t length = ::recv(fd, request, sizeof request - 1, 0);
@@ -58,10 +63,35 @@ void admin_http_server::answer(int fd) {
     request[length] = '\0';
     std::string line(request, strcspn(request, "\r\n"));
     std::string status = "200 OK", body, type = "text/plain; charset=utf-8";
-    auto path_is = [&](const char* path) {
-        std::string prefix = std::string("GET ") + path;
+    auto path_is = [&](const char* path, const char* method = "GET ") {
+        std::string prefix = std::string(method) + path;
         return line.rfind(prefix, 0) == 0 && (line.size() == prefix.size() || line[prefix.size()] == ' ' ||
                                               line[prefix.size()] == '?');
+    };
+    admin_routes routes;
+    {
+        std::lock_guard lock(routes_mutex_);
+        routes = routes_;
+    }
+    auto view = [&](const std::function<std::string()>& render) {
+        type = "application/json";
+        if (render) {
+            body = render() + "\n";
+        } else {
+            status = "503 Service Unavailable";
+            body = "{\"error\":\"not started yet\"}\n";
+        }
+    };
+    auto action = [&](auto&& run) {
+        if (!routes.actions_enabled) {
+            status = "403 Forbidden";
+            body = "admin actions are off (metrics.admin_endpoints: false)\n";
+        } else if (!routes.reload) {
+            status = "503 Service Unavailable";
+            body = "not started yet\n";
+        } else {
+            run();
+        }
     };
     if (path_is("/metrics")) {
         body = metrics_.render_text();
@@ -75,9 +105,26 @@ void admin_http_server::answer(int fd) {
             status = "503 Service Unavailable";
             body = "not ready\n";
         }
+    } else if (path_is("/admin/mapping")) {
+        view(routes.mapping);
+    } else if (path_is("/admin/shards")) {
+        view(routes.shards);
+    } else if (path_is("/admin/store")) {
+        view(routes.store);
+    } else if (path_is("/reload", "POST ")) {
+        action([&] {
+            auto [applied, message] = routes.reload();
+            if (!applied) status = "409 Conflict";
+            body = message + "\n";
+        });
+    } else if (path_is("/drain", "POST ")) {
+        action([&] {
+            routes.drain();
+            body = "draining: /ready answers 503 from now on\n";
+        });
     } else {
         status = "404 Not Found";
-        body = "not found: try /metrics, /health or /ready\n";
+        body = "not found: try /metrics, /health, /ready, /admin/mapping, /admin/shards or /admin/store\n";
     }
     std::string response = "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
                            "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;

@@ -53,7 +53,8 @@ void parse_long(cli_options& options, std::string_view arg, argument_reader& rea
   } else if (name == "--listen") {
     std::string address = inline_value ? std::string(value) : reader.value_for(name, "an address as host:port");
     options.listen_override = checked_value(name, address, "an address as host:port");
-  } else if (inline_value && (name == "--verbose" || name == "--help" || name == "--version")) {
+  } else if (inline_value && (name == "--verbose" || name == "--help" || name == "--version" ||
+                              name == "--check-config")) {
     reject("option '" + std::string(name) + "' takes no value");
   } else if (name == "--verbose") {
     ++options.verbosity;
@@ -61,6 +62,8 @@ void parse_long(cli_options& options, std::string_view arg, argument_reader& rea
     options.show_help = true;
   } else if (name == "--version") {
     options.show_version = true;
+  } else if (name == "--check-config") {
+    options.check_config = true;
   } else {
     reject("unknown option '" + std::string(arg) + "'");
   }
@@ -112,6 +115,8 @@ std::string cli_usage() {
          "                          overriding listen.address\n"
          "  -v, --verbose           more logging: once for debug, twice (-vv) for trace;\n"
          "                          overrides logging.level\n"
+         "      --check-config      validate the configuration file (and the files it\n"
+         "                          names), print the mapping and exit: 0 valid, 2 not\n"
          "  -h, --help              print this help and exit\n"
          "  -V, --version           print the version and exit\n";
 }

@@ -12,6 +12,7 @@ struct cli_options {
   std::optional<std::string> listen_override;  // --listen, applied over listen.address by main
   int verbosity = 0;                           // count of -v: 1 debug, 2 or more trace
   bool show_help = false, show_version = false;
+  bool check_config = false;  // --check-config: validate the file, print the mapping, exit
 };
 
 // argv[0] is the program name and skipped. Throws std::invalid_argument naming the

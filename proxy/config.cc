@@ -609,9 +609,11 @@ void parse_producers(const section& root, producer_settings& out) {
 }
 
 void parse_metrics(const section& root, metrics_settings& out) {
-  section metrics = root.child("metrics", {"enabled", "address"});
+  section metrics = root.child("metrics", {"enabled", "address", "topic_labels_max", "admin_endpoints"});
   read_bool(metrics, "enabled", out.enabled);
+  read_bool(metrics, "admin_endpoints", out.admin_endpoints);
   read_host_port(metrics, "address", out.address);
+  read_integer(metrics, "topic_labels_max", out.topic_labels_max, 0, 10000);
 }
 
 void parse_logging(const section& root, logging_settings& out) {

@@ -35,11 +35,13 @@ host_port parse_host_port(std::string_view text, std::string_view key);
 struct tls_client_settings {
   std::string ca_cert_path, cert_path, key_path;
   bool insecure_skip_verify = false;
+  bool operator==(const tls_client_settings&) const = default;
 };
 
 struct sasl_client_settings {
   std::string mechanism = "PLAIN", username, password;
   std::string token_file;  // OAUTHBEARER: the token, re-read when the file changes
+  bool operator==(const sasl_client_settings&) const = default;
 };
 
 struct listen_tls_settings {
@@ -49,6 +51,7 @@ struct listen_tls_settings {
   uint32_t handshake_timeout_ms = 10000;  // a connection still handshaking then is closed
   bool kernel_offload = true;  // hand the record layer to the kernel where it offers TLS
   std::vector<std::string> principal_mapping_rules{"DEFAULT"};
+  bool operator==(const listen_tls_settings&) const = default;
 };
 
 // One SASL user: a password (PLAIN, and SCRAM keys derived from it at load), or only
@@ -72,12 +75,14 @@ struct listen_sasl_settings {
   std::string jwks_url, public_key_path, issuer, audience;
   std::vector<std::string> required_scopes;
   uint32_t clock_skew_seconds = 60;
+  bool operator==(const listen_sasl_settings&) const = default;
 };
 
 struct listen_security_settings {
   std::string protocol = "PLAINTEXT";
   listen_tls_settings tls;
   listen_sasl_settings sasl;
+  bool operator==(const listen_security_settings&) const = default;
 };
 
 struct listen_settings {
@@ -91,6 +96,7 @@ struct listen_settings {
   uint32_t max_connections = 1000;
   uint32_t frame_bytes_max = 104857600;  // Kafka's socket.request.max.bytes default
   listen_security_settings security;
+  bool operator==(const listen_settings&) const = default;
 };
 
 struct kafka_settings {
@@ -101,12 +107,14 @@ struct kafka_settings {
   std::string security_protocol = "PLAINTEXT";  // upper case after load
   tls_client_settings tls;
   sasl_client_settings sasl;
+  bool operator==(const kafka_settings&) const = default;
 };
 
 struct topic_mapping_rule {
   std::string pattern;  // the key as written under mapping.topics
   bool is_regex = false;
   int32_t virtual_partitions = 0, physical_partitions = 0;  // inherited ones filled in
+  bool operator==(const topic_mapping_rule&) const = default;
 };
 
 struct mapping_settings {
@@ -115,6 +123,7 @@ struct mapping_settings {
   std::vector<topic_mapping_rule> topics;  // in file order, which decides regex precedence
   std::string tag_header = "kpr.vp";
   bool offset_range_given = false;  // accepted for compatibility, ignored (see warnings)
+  bool operator==(const mapping_settings&) const = default;
 };
 
 struct offset_store_settings {
@@ -122,6 +131,7 @@ struct offset_store_settings {
   int32_t partitions = 16;
   int16_t replication_factor = 3;  // -1: the broker's default
   uint32_t cache_entries = 200000;  // per core: committed offsets held in memory
+  bool operator==(const offset_store_settings&) const = default;
 };
 
 // Idempotent producers on mapped topics (DESIGN.md section 2): producer aliases.
@@ -130,16 +140,25 @@ struct producer_settings {
   // broker's producer id expiry, so the broker has forgotten the alias's state by then.
   uint64_t alias_idle_ms = 7ull * 24 * 3600 * 1000;
   uint32_t aliases_max = 1000000;  // per process: resolved aliases held in memory (about 100 bytes each)
+  bool operator==(const producer_settings&) const = default;
 };
 
 struct metrics_settings {
   bool enabled = true;
   host_port address{"0.0.0.0", 9090};
+  // POST /reload and POST /drain on the metrics port; off by default (anyone who reaches
+  // the port could use them).
+  bool admin_endpoints = false;
+  // Mapped topics with their own `topic` label in the per-topic figures; later ones share
+  // topic="__other__" (bounded label sets). Fixed at start.
+  uint32_t topic_labels_max = 100;
+  bool operator==(const metrics_settings&) const = default;
 };
 
 struct logging_settings {
   std::string level = "info";  // trace|debug|info|warn|error after load
   bool json = false;
+  bool operator==(const logging_settings&) const = default;
 };
 
 struct proxy_config {

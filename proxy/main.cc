@@ -22,8 +22,10 @@
 #include "proxy/cluster_directory.h"
 #include "proxy/config.h"
 #include "proxy/logging.h"
+#include "proxy/layout_guard.h"
 #include "proxy/metrics.h"
 #include "proxy/principal.h"
+#include "proxy/reload.h"
 #include "proxy/shard_server.h"
 #include "proxy/security.h"
 #include "reactor/tls.h"
@@ -115,9 +117,10 @@ void log_directory(const cluster_directory& directory, const host_port& advertis
 // sees a broker it does not serve, and hands a new directory to every core.
 class metadata_refresher {
 public:
+    // `after_refresh` runs on the refresher's thread after each refresh (the topic layout check).
     metadata_refresher(proxy_runtime& runtime, reactor::shard_group& group,
-                       std::shared_ptr<const cluster_directory> current)
-        : runtime_(runtime), group_(group), current_(std::move(current)) {
+                       std::shared_ptr<const cluster_directory> current, std::function<void()> after_refresh)
+        : runtime_(runtime), group_(group), current_(std::move(current)), after_refresh_(std::move(after_refresh)) {
         thread_ = std::thread([this] { run(); });
     }
     ~metadata_refresher() {
@@ -149,6 +152,7 @@ private:
             requested_ = false;
             lock.unlock();
             refresh();
+            if (after_refresh_) after_refresh_();
             lock.lock();
         }
     }
@@ -182,6 +186,7 @@ private:
     proxy_runtime& runtime_;
     reactor::shard_group& group_;
     std::shared_ptr<const cluster_directory> current_;
+    std::function<void()> after_refresh_;
     std::mutex mutex_;
     std::condition_variable wake_;
     bool stopping_ = false;
@@ -202,49 +207,80 @@ size_t count_key_only_users(const sasl_listener& listener) {
     return names.size();
 }
 
-// SIGHUP: certificates, keys, credentials and the JWT keys are read again and used by new
-// connections; open connections keep what they started with. All or nothing: when one part
-// cannot be read, the error names its key and everything stays as it was. (The rest of the
-// configuration is not reloaded yet.)
-void reload_security(proxy_runtime& runtime, const cli_options& options) {
-    proxy_config fresh;
+// GET /admin/shards: each core's connections and requests (from its metrics slots).
+std::string shards_json(proxy_runtime& runtime) {
+    std::string out = "{\"shards\":[";
+    for (uint32_t index = 0; index < runtime.metrics->shard_count(); ++index) {
+        shard_metrics& shard = runtime.metrics->shard(index);
+        uint64_t opened = shard.client_connections_opened.load(std::memory_order_relaxed);
+        uint64_t closed = shard.client_connections_closed.load(std::memory_order_relaxed);
+        uint64_t requests = 0;
+        for (const auto& count : shard.requests_by_api) requests += count.load(std::memory_order_relaxed);
+        out += std::string(index ? "," : "") + "{\"shard\":" + std::to_string(index) +
+               ",\"client_connections_open\":" + std::to_string(opened >= closed ? opened - closed : 0) +
+               ",\"client_connections_opened\":" + std::to_string(opened) +
+               ",\"client_connections_refused\":" +
+               std::to_string(shard.client_connections_refused.load(std::memory_order_relaxed)) +
+               ",\"requests\":" + std::to_string(requests) + "}";
+    }
+    return out + "],\"client_connections_open\":" + std::to_string(runtime.client_connections.load()) +
+           ",\"max_connections\":" + std::to_string(runtime.max_connections.load()) + "}";
+}
+
+// GET /admin/store: the offset store as this process uses it.
+std::string store_json(proxy_runtime& runtime) {
+    const offset_store_info& info = runtime.store_info;
+    std::string out = "{\"topic\":\"" + json_escape(info.topic) + "\",\"partitions\":" +
+                      std::to_string(info.partitions) + ",\"in_use\":" + (info.partitions > 0 ? "true" : "false") +
+                      ",\"versions\":{\"metadata\":" + std::to_string(info.metadata_version) +
+                      ",\"produce\":" + std::to_string(info.produce_version) +
+                      ",\"fetch\":" + std::to_string(info.fetch_version) + "},\"shards\":[";
+    for (uint32_t index = 0; index < runtime.metrics->shard_count(); ++index) {
+        shard_metrics& shard = runtime.metrics->shard(index);
+        auto value = [](const std::atomic<uint64_t>& counter) {
+            return std::to_string(counter.load(std::memory_order_relaxed));
+        };
+        out += std::string(index ? "," : "") + "{\"shard\":" + std::to_string(index) +
+               ",\"reads\":" + value(shard.offset_store_reads) +
+               ",\"records_read\":" + value(shard.offset_store_records_read) +
+               ",\"records_written\":" + value(shard.offset_store_records_written) +
+               ",\"failures\":" + value(shard.offset_store_failures) +
+               ",\"evictions\":" + value(shard.offset_store_evictions) +
+               ",\"producer_aliases_created\":" + value(shard.producer_aliases_created) + "}";
+    }
+    return out + "]}";
+}
+
+// --check-config: everything start-up validates without contacting the cluster (the file,
+// then the certificates, keys, credential and token files it names); prints the mapping.
+int check_config(const cli_options& options) {
+    proxy_config config;
     try {
-        fresh = load_config_file(options.config_path);
-        if (options.listen_override) apply_listen_override(fresh, *options.listen_override);
+        config = load_config_file(options.config_path);
+        if (options.listen_override) apply_listen_override(config, *options.listen_override);
     } catch (const config_error& error) {
-        spdlog::error("reload (SIGHUP) refused, nothing changed: {}", error.what());
-        return;
-    }
-    const proxy_config& running = runtime.config;
-    if (fresh.listen.security.protocol != running.listen.security.protocol) {
-        spdlog::error("reload (SIGHUP) refused, nothing changed: listen.security.protocol cannot change without a "
-                      "restart ({} -> {})", running.listen.security.protocol, fresh.listen.security.protocol);
-        return;
-    }
-    if (fresh.kafka.security_protocol != running.kafka.security_protocol) {
-        spdlog::error("reload (SIGHUP) refused, nothing changed: kafka.security_protocol cannot change without a "
-                      "restart ({} -> {})", running.kafka.security_protocol, fresh.kafka.security_protocol);
-        return;
+        std::fprintf(stderr, "kafka-partition-proxy: configuration error: %s\n", error.what());
+        return 2;
     }
     std::string error;
-    auto client_tls = listener_tls_context(fresh, error);
-    if (error.empty()) {
-        auto broker_tls = broker_tls_context(fresh, error);
-        if (error.empty()) {
-            auto client_sasl = build_sasl_listener(fresh, error);
-            auto broker_identity = error.empty() ? broker_sasl_identity(fresh, error) : nullptr;
-            if (error.empty()) {
-                runtime.client_tls = std::move(client_tls);
-                runtime.broker_tls = std::move(broker_tls);
-                runtime.client_sasl = std::move(client_sasl);
-                runtime.broker_identity = std::move(broker_identity);
-                spdlog::info("reload (SIGHUP): TLS certificates and keys, SASL credentials and token keys read again; "
-                             "new connections use them");
-                return;
-            }
-        }
+    listener_tls_context(config, error);
+    if (error.empty()) broker_tls_context(config, error);
+    if (error.empty()) parse_principal_rules(config.listen.security.tls.principal_mapping_rules, error);
+    if (error.empty()) build_sasl_listener(config, error);
+    if (error.empty()) broker_sasl_identity(config, error);
+    if (!error.empty()) {
+        std::fprintf(stderr, "kafka-partition-proxy: configuration error: %s\n", error.c_str());
+        return 2;
     }
-    spdlog::error("reload (SIGHUP) refused, nothing changed: {}", error);
+    std::cout << options.config_path << ": valid\n";
+    for (const std::string& warning : config.warnings) std::cout << "warning: " << warning << "\n";
+    std::cout << "listen " << config.listen.address.to_string() << " (" << config.listen.security.protocol
+              << "), advertising " << advertised_address_of(config.listen).host << "\n";
+    std::string servers;
+    for (const host_port& server : config.kafka.bootstrap_servers) servers += (servers.empty() ? "" : ", ") + server.to_string();
+    std::cout << "kafka " << servers << " (" << config.kafka.security_protocol << ")\n";
+    for (const std::string& line : split_lines(mapping_registry(config.mapping).describe())) std::cout << line << "\n";
+    return 0;
 }
 
 int run_proxy(const cli_options& options) {
@@ -274,6 +310,7 @@ int run_proxy(const cli_options& options) {
     runtime.advertised = advertised_address_of(config.listen);
     runtime.aliases.set_entries_max(config.producers.aliases_max);
     runtime.instance_id = instance_name();
+    runtime.max_connections = config.listen.max_connections;
     {
         std::string error;
         runtime.client_tls = listener_tls_context(config, error);
@@ -341,6 +378,26 @@ int run_proxy(const cli_options& options) {
     }
     for (const std::string& line : split_lines(mapping_registry(config.mapping).describe())) spdlog::info("{}", line);
 
+    // The admin endpoint first: /health answers while the upstream is awaited, /ready only
+    // once clients can be served (and no longer while draining).
+    reactor::shard_group_options group_options;
+    group_options.shard_count = config.threads;
+    uint32_t shard_count = config.threads ? config.threads : uint32_t(reactor::shard_group::available_cpus().size());
+    runtime.metrics = std::make_unique<metrics_registry>(shard_count, config.metrics.topic_labels_max);
+    std::atomic<bool> ready{false};
+    std::atomic<bool> draining{false};
+    std::unique_ptr<admin_http_server> admin;
+    try {
+        if (config.metrics.enabled)
+            admin = std::make_unique<admin_http_server>(config.metrics.address, *runtime.metrics,
+                                                        [&ready, &draining] { return ready.load() && !draining.load(); });
+    } catch (const std::exception& error) {
+        spdlog::error("{}", error.what());
+        return 2;
+    }
+    if (admin) spdlog::info("Metrics on {}:{} (/metrics, /health, /ready, /admin/*)", config.metrics.address.host,
+                            admin->port());
+
     int stop_signal = 0;
     std::shared_ptr<const cluster_directory> directory;
     try {
@@ -372,20 +429,15 @@ int run_proxy(const cli_options& options) {
         runtime.store_info = *store;
     }
 
-    reactor::shard_group_options group_options;
-    group_options.shard_count = config.threads;
-    uint32_t shard_count = config.threads ? config.threads : uint32_t(reactor::shard_group::available_cpus().size());
-    runtime.metrics = std::make_unique<metrics_registry>(shard_count);
-    std::atomic<bool> ready{false};
-    std::unique_ptr<admin_http_server> admin;
-    try {
-        if (config.metrics.enabled)
-            admin = std::make_unique<admin_http_server>(config.metrics.address, *runtime.metrics,
-                                                        [&ready] { return ready.load(); });
-    } catch (const std::exception& error) {
-        spdlog::error("{}", error.what());
-        return 2;
-    }
+    reactor::shard_group* running_group = nullptr;
+    reloader reloads(runtime, options, [&running_group](std::shared_ptr<const mapping_settings> mapping) {
+        for (uint32_t index = 0; running_group && index < running_group->size(); ++index)
+            running_group->post(index, [mapping](reactor::shard& shard) {
+                if (auto server = std::static_pointer_cast<shard_server>(shard.user_state)) server->apply_mapping(*mapping);
+            });
+    });
+    // Lowering V (or changing P) since the store recorded a topic's layout stops start-up.
+    if (!reloads.check_at_start()) return 2;
 
     reactor::shard_group group(group_options, [&runtime](reactor::shard& shard) {
         auto server = std::make_shared<shard_server>(shard, runtime);
@@ -401,17 +453,33 @@ int run_proxy(const cli_options& options) {
         spdlog::error("cannot start: {}", error.what());
         return 1;
     }
-    metadata_refresher refresher(runtime, group, directory);
+    running_group = &group;
+    metadata_refresher refresher(runtime, group, directory, [&reloads] { reloads.check_layouts(); });
     runtime.request_refresh = [&refresher] { refresher.request(); };
+    if (admin) {
+        admin_routes routes;
+        routes.mapping = [&reloads] { return reloads.mapping_json(); };
+        routes.shards = [&runtime] { return shards_json(runtime); };
+        routes.store = [&runtime] { return store_json(runtime); };
+        routes.reload = [&reloads] {
+            reload_outcome outcome = reloads.reload("POST /reload");
+            return std::make_pair(outcome.applied, outcome.message);
+        };
+        routes.drain = [&draining] {
+            if (!draining.exchange(true)) spdlog::info("POST /drain: /ready answers 503 from now on; open connections "
+                                                       "keep being served until SIGTERM");
+        };
+        routes.actions_enabled = config.metrics.admin_endpoints;
+        admin->set_routes(std::move(routes));
+    }
     ready = true;
     spdlog::info("Listening on {} ({} thread(s)); advertising {}", config.listen.address.to_string(), group.size(),
                  runtime.advertised.host);
-    if (admin) spdlog::info("Metrics on {}:{} (/metrics, /health, /ready)", config.metrics.address.host, admin->port());
 
     for (;;) {
         int received = wait_for_signal(1000);
         if (received == SIGHUP) {
-            reload_security(runtime, options);
+            reloads.reload("SIGHUP");
             continue;
         }
         if (received) {
@@ -447,5 +515,6 @@ int main(int argc, char** argv) {
         std::cout << "kafka-partition-proxy " << KPP_VERSION << "\n";
         return 0;
     }
+    if (options.check_config) return check_config(options);
     return run_proxy(options);
 }

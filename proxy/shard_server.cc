@@ -31,6 +31,11 @@ shard_server::~shard_server() {
     for (client_session* session : sessions_) delete session;
 }
 
+void shard_server::apply_mapping(const mapping_settings& mapping) {
+    remap_.mappings = mapping_registry(mapping);
+    remap_.default_mismatch_warned.clear();
+}
+
 void shard_server::apply_directory(std::shared_ptr<const cluster_directory> directory) {
     directory_ = std::move(directory);
     refresh_requested_ = false;
@@ -100,11 +105,12 @@ void shard_server::accept_on(port_listener& entry, int fd) {
         return;
     }
     uint32_t open_now = runtime_.client_connections.fetch_add(1, std::memory_order_relaxed);
-    if (open_now >= runtime_.config.listen.max_connections) {
+    uint32_t limit = runtime_.max_connections.load(std::memory_order_relaxed);
+    if (open_now >= limit) {
         runtime_.client_connections.fetch_sub(1, std::memory_order_relaxed);
         bump(metrics_.client_connections_refused);
         spdlog::warn("refusing a connection on port {}: listen.max_connections ({}) reached", entry.socket->port(),
-                     runtime_.config.listen.max_connections);
+                     limit);
         ::close(fd);
         return;
     }

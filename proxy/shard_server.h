@@ -65,6 +65,7 @@ struct proxy_runtime {
     std::unique_ptr<metrics_registry> metrics;
     std::shared_ptr<const cluster_directory> initial_directory;
     std::atomic<uint32_t> client_connections{0};
+    std::atomic<uint32_t> max_connections{0};  // listen.max_connections, changed by reload
     std::function<void()> request_refresh;  // asks the refresher for new metadata now
     bool verify_protocol = false;           // KPP_VERIFY_PROTOCOL=1: walk every message against its schema
     topic_names names;                      // topic id -> name, for Fetch v13+
@@ -89,6 +90,9 @@ public:
 
     // Opens listeners for ports not yet open (throws reactor_error naming the address).
     void apply_directory(std::shared_ptr<const cluster_directory> directory);
+    // Reload: the mapping new requests use; requests in flight finish with the old one
+    // (a reload only raises V or adds topics, so both agree on every partition they share).
+    void apply_mapping(const mapping_settings& mapping);
     void begin_stop();
 
     reactor::event_loop& loop() { return shard_.loop(); }
