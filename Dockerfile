@@ -48,8 +48,8 @@ RUN apt-get update \
       liburing2 libyaml-cpp0.7 libspdlog1.10 libfmt9 libprometheus-cpp-core1.0 libsimdjson14 \
       libssl3 zlib1g liblz4-1 libzstd1 libsnappy1v5 \
  && rm -rf /var/lib/apt/lists/* \
- && groupadd --system --gid 10001 kpp \
- && useradd --system --uid 10001 --gid 10001 --no-create-home \
+ && groupadd --gid 10001 kpp \
+ && useradd --no-log-init --uid 10001 --gid 10001 --no-create-home \
       --home-dir /nonexistent --shell /usr/sbin/nologin kpp
 COPY --from=build /build/proxy/kafka-partition-proxy /usr/bin/kafka-partition-proxy
 # A default configuration driven by environment variables; Kubernetes and most users
