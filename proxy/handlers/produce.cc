@@ -786,18 +786,18 @@ exchange_start start_produce(exchange_env& env, const client_request& request) {
     if (version < 3) return exchange_util::refuse_old_version_if_mapped(env, request);
     produce_input input{request.whole, version, request.header_tail, {}, {}, {}};
     if (!parse_produce(request, input.view)) return start;  // validated already; forwarding lets the broker judge
-    bool any_mapped = std::any_of(input.view.topics.begin(), input.view.topics.end(), [&](const topic_view& topic) {
-        return env.remap.mappings.lookup(topic.name).remapped();
-    });
-    if (!any_mapped) return start;
-
+    // find_exchange_starter saw a mapped topic in it; each topic's mapping and counter slot
+    // are looked up once here.
     std::vector<std::string> topic_names;
     std::vector<produce_entry> planned_input;
     std::vector<entry_state> entries;
+    bool any_mapped = false;
     auto assign_slot = [&](std::string_view name) { return env.metrics.topic_slot(name); };
     for (size_t t = 0; t < input.view.topics.size(); ++t) {
         topic_names.emplace_back(input.view.topics[t].name);
-        uint32_t stats_slot = env.remap.mappings.lookup_counted(input.view.topics[t].name, assign_slot).slot;
+        auto counted = env.remap.mappings.lookup_counted(input.view.topics[t].name, assign_slot);
+        any_mapped = any_mapped || counted.mapping.remapped();
+        uint32_t stats_slot = counted.slot;
         for (const auto& partition : input.view.topics[t].partitions) {
             planned_input.push_back({input.view.topics[t].name, partition.index});
             entry_state entry;
@@ -808,6 +808,7 @@ exchange_start start_produce(exchange_env& env, const client_request& request) {
             input.partitions.push_back(&partition);
         }
     }
+    if (!any_mapped) return start;
     input.plan = plan_produce(planned_input, [&](std::string_view topic) { return env.remap.mappings.lookup(topic); });
     for (size_t index : input.plan.rejected) {
         entries[index].local_error = exchange_util::unknown_topic_or_partition;
