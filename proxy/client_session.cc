@@ -102,8 +102,10 @@ void client_session::handle_request(protocol::frame&& request) {
             report_conformance("request from", *problem);
     }
     if (auth_ && gate_request(request, *header)) return;
-    if (header->api_key == protocol::api_key::sasl_handshake || header->api_key == 36 /* SaslAuthenticate */)
+    if (header->api_key == protocol::api_key::sasl_handshake || header->api_key == 36 /* SaslAuthenticate */) {
         upstream_.forbid_silent_reconnect();
+        broker_sasl_forwarded_ = true;
+    }
     if (exchange_starter start = find_exchange_starter(server_.remap(), header->api_key, request)) {
         if (start_exchange(start, request, *header)) {
             apply_backpressure();
@@ -217,7 +219,7 @@ void client_session::answer_locally(const protocol::request_header& header, std:
 
 exchange_env client_session::make_env(uint64_t sequence) {
     return exchange_env{server_, upstream_, server_.remap(), server_.metrics(), sequence, server_.loop().now_ns(), peer_,
-                        life_, held_produces_};
+                        life_, held_produces_, this};
 }
 
 void client_session::resume_exchange(uint64_t sequence) {
@@ -391,7 +393,7 @@ void client_session::flush_ready_responses() {
     }
     apply_backpressure();
     if (close_after_answers_ && slots_.empty()) {
-        upstream_.close();
+        close_upstreams();
         client_.close_after_flush();
         return;
     }
@@ -410,10 +412,13 @@ void client_session::apply_backpressure() {
     bool client_full = client_.queued_bytes() > queued_bytes_pause;
     if (client_full != upstream_paused_for_client_) {
         upstream_paused_for_client_ = client_full;
-        if (client_full)
-            upstream_.pause_receive();
-        else
-            upstream_.resume_receive();
+        for (upstream_link* link : {&upstream_, scan_upstream_.get()}) {
+            if (!link) continue;
+            if (client_full)
+                link->pause_receive();
+            else
+                link->resume_receive();
+        }
     }
 }
 
@@ -445,7 +450,7 @@ void client_session::on_end(int error) {
         spdlog::debug("client {} receive failed: {}", peer_, reactor::error_text(-error));
     }
     // The client is gone (or half-closed): nothing more can be answered.
-    upstream_.close();
+    close_upstreams();
     client_.close();
 }
 
@@ -467,16 +472,40 @@ void client_session::begin_drain() {
     close_when_idle();
 }
 
-void client_session::close_when_idle() {
-    if (!slots_.empty() || upstream_.in_flight() > 0) return;
+upstream_link* client_session::scan_link() {
+    if (upstream_.target().node_id < 0 || broker_sasl_forwarded_ || draining_ || client_.closing()) return nullptr;
+    if (!scan_upstream_) {
+        scan_upstream_ = std::make_unique<upstream_link>(server_.loop(), scan_events_, upstream_.target(),
+                                                         server_.config(), server_.metrics());
+        if (upstream_paused_for_client_) scan_upstream_->pause_receive();
+    }
+    return scan_upstream_->closed() ? nullptr : scan_upstream_.get();
+}
+
+void client_session::close_upstreams() {
     upstream_.close();
+    if (scan_upstream_) scan_upstream_->close();
+}
+
+size_t client_session::upstream_in_flight() const {
+    return upstream_.in_flight() + (scan_upstream_ ? scan_upstream_->in_flight() : 0);
+}
+
+void client_session::scan_events::on_upstream_closed() {
+    session_.scan_closed_ = true;
+    if (session_.finished()) session_.server_.retire(&session_);
+}
+
+void client_session::close_when_idle() {
+    if (!slots_.empty() || upstream_in_flight() > 0) return;
+    close_upstreams();
     client_.close_after_flush();
 }
 
 void client_session::abort(const std::string& reason) {
     if (!reason.empty()) spdlog::warn("closing client {}: {}", peer_, reason);
     draining_ = true;
-    upstream_.close();
+    close_upstreams();
     client_.close();
 }
 
@@ -488,7 +517,7 @@ void client_session::check_timeouts(uint64_t now_ns) {
         spdlog::warn("closing client {}: the TLS handshake did not finish within "
                      "listen.security.tls.handshake_timeout_ms ({} ms)",
                      peer_, server_.config().listen.security.tls.handshake_timeout_ms);
-        upstream_.close();
+        close_upstreams();
         client_.close();
         return;
     }
@@ -507,6 +536,9 @@ void client_session::check_timeouts(uint64_t now_ns) {
         return;
     }
     uint64_t oldest = upstream_.oldest_timed_request_ns();
+    if (scan_upstream_)
+        if (uint64_t scan_oldest = scan_upstream_->oldest_timed_request_ns(); scan_oldest && (!oldest || scan_oldest < oldest))
+            oldest = scan_oldest;
     uint64_t limit_ns = uint64_t(server_.config().kafka.request_timeout_ms) * 1'000'000u;
     if (oldest == 0 || now_ns - oldest < limit_ns) return;
     bump(server_.metrics().upstream_failures);
@@ -522,7 +554,7 @@ void client_session::check_timeouts(uint64_t now_ns) {
 
 void client_session::on_closed() {
     client_closed_ = true;
-    upstream_.close();
+    close_upstreams();
     if (finished()) server_.retire(this);
 }
 

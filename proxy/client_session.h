@@ -20,7 +20,9 @@ namespace kpp {
 
 class shard_server;
 
-class client_session final : public reactor::stream_socket::events, public upstream_link::owner {
+class client_session final : public reactor::stream_socket::events,
+                             public upstream_link::owner,
+                             public scan_link_source {
 public:
     client_session(shard_server& server, int fd, upstream_target target);
     ~client_session() override;
@@ -39,7 +41,11 @@ public:
     void abort(const std::string& reason);
     // Called by the shard's sweep: fails the session when the broker is too slow.
     void check_timeouts(uint64_t now_ns);
-    bool finished() const { return client_closed_ && upstream_closed_; }
+    bool finished() const { return client_closed_ && upstream_closed_ && (!scan_upstream_ || scan_closed_); }
+    // The connection for scan-ahead rounds, opened on first use; nullptr where it cannot
+    // stand in for the client's own (a bootstrap port, which may reach any broker, or a
+    // client authenticating to the broker through the proxy).
+    upstream_link* scan_link() override;
     const std::string& peer() const { return peer_; }
     // An exchange_waker fired: lets the request's exchange go on (see request_exchange::on_event).
     void resume_exchange(uint64_t sequence);
@@ -86,6 +92,24 @@ private:
     void report_conformance(const char* direction, const protocol::conformance_problem& problem);
     void close_when_idle();
     void apply_backpressure();
+    void close_upstreams();
+    size_t upstream_in_flight() const;
+
+    // The scan link's events: answers go to the exchanges like the main link's; a failure
+    // fails the session like the main link's.
+    class scan_events final : public upstream_link::owner {
+    public:
+        explicit scan_events(client_session& session) : session_(session) {}
+        void on_upstream_response(protocol::frame&& response, const in_flight_request& request) override {
+            session_.on_upstream_response(std::move(response), request);
+        }
+        void on_upstream_failed(const std::string& reason) override { session_.on_upstream_failed(reason); }
+        void on_upstream_closed() override;
+        void on_upstream_drained() override { session_.apply_backpressure(); }
+
+    private:
+        client_session& session_;
+    };
 
     shard_server& server_;
     reactor::stream_socket client_;
@@ -104,6 +128,10 @@ private:
     bool draining_ = false;
     bool client_closed_ = false;
     bool upstream_closed_ = false;
+    scan_events scan_events_{*this};
+    std::unique_ptr<upstream_link> scan_upstream_;
+    bool scan_closed_ = false;
+    bool broker_sasl_forwarded_ = false;  // the client authenticates to the broker itself
     bool client_paused_for_upstream_ = false;
     bool upstream_paused_for_client_ = false;
 };

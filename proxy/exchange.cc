@@ -65,11 +65,17 @@ exchange_starter find_exchange_starter(const remap_state& remap, int16_t api_key
 
 void send_upstream(exchange_env& env, int16_t api_key, int16_t api_version, const reactor::byte_slice& header_tail,
                    std::vector<reactor::byte_slice>&& body, bool expects_response) {
+    send_upstream_on(env.upstream, env, api_key, api_version, header_tail, std::move(body), expects_response);
+}
+
+void send_upstream_on(upstream_link& link, exchange_env& env, int16_t api_key, int16_t api_version,
+                      const reactor::byte_slice& header_tail, std::vector<reactor::byte_slice>&& body,
+                      bool expects_response) {
     std::vector<reactor::byte_slice> pieces;
     pieces.reserve(body.size() + 1);
     pieces.push_back(header_tail);
     for (auto& piece : body) pieces.push_back(std::move(piece));
-    env.upstream.send_built(api_key, api_version, std::move(pieces), env.sequence, expects_response);
+    link.send_built(api_key, api_version, std::move(pieces), env.sequence, expects_response);
 }
 
 void piece_builder::flush() {

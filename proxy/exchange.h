@@ -26,6 +26,17 @@ class client_session;
 struct handler_context;
 
 // What an exchange may use while it runs; rebuilt by the session for every call.
+// Where an exchange's own reading-ahead requests go (mapped Fetch scan-ahead): a second
+// connection of the session to the same broker, so that they never queue behind the
+// client's other requests (long polls) on its connection. nullptr: use `upstream`.
+class scan_link_source {
+public:
+    virtual upstream_link* scan_link() = 0;
+
+protected:
+    ~scan_link_source() = default;
+};
+
 struct exchange_env {
     shard_server& server;
     upstream_link& upstream;
@@ -39,6 +50,7 @@ struct exchange_env {
     // slot, in arrival order: later mapped Produce requests queue behind them so that no
     // producer's batches overtake each other (DESIGN.md section 2, "Idempotent producers").
     std::deque<uint64_t>& held_produces;
+    scan_link_source* scan = nullptr;
 };
 
 // Wakes the exchange of one client request after something other than a broker answer
@@ -59,6 +71,10 @@ private:
 // reused so brokers see the same client id; `body` follows it.
 void send_upstream(exchange_env& env, int16_t api_key, int16_t api_version, const reactor::byte_slice& header_tail,
                    std::vector<reactor::byte_slice>&& body, bool expects_response);
+// The same on `link` (the session's scan link, say).
+void send_upstream_on(upstream_link& link, exchange_env& env, int16_t api_key, int16_t api_version,
+                      const reactor::byte_slice& header_tail, std::vector<reactor::byte_slice>&& body,
+                      bool expects_response);
 
 class request_exchange {
 public:

@@ -6,7 +6,10 @@
 // batches to all), as slices of the broker's receive buffers: the proxy writes only the
 // bytes around them (partition headers, sizes, high watermarks). When filtering leaves every
 // virtual partition of a physical one empty while the broker has more, the proxy fetches
-// further itself within the request's max_wait, remembering what it skipped. A virtual
+// further itself, remembering what it skipped: while the broker holds more (below its high
+// watermark) on a connection of the session's own (the scan link, so these rounds never wait
+// behind the client's other long polls), with max_wait 0 and a little past the client's
+// max_wait if need be; at the end waiting for new records within max_wait. A virtual
 // partition known to hold nothing up to the physical high watermark is answered with a
 // high watermark at its fetch offset, so lag reaches 0 and end-of-partition fires.
 // A request naming no mapped topic is forwarded unchanged.
@@ -34,6 +37,10 @@ constexpr int fetch_version_flexible = 12;
 // Scan-ahead stops after this many records bytes for one client request (besides max_wait).
 constexpr size_t scan_bytes_budget = size_t(256) << 20;
 constexpr int scan_rounds_max = 512;
+// Reading through records the broker holds goes on past max_wait, but not beyond this: a
+// request that waited behind others on the client's connection (answered in order) still
+// gets the records its partition had (issue 16).
+constexpr int64_t scan_overtime_ms_max = 1000;
 constexpr int16_t offset_out_of_range = 1;
 
 // ---- the broker's answer, parsed in place over its receive buffers ----
@@ -265,6 +272,8 @@ private:
                 const std::vector<bool>& asked);
     int find_physical(const fetched_topic& topic, int32_t partition, const std::vector<bool>& asked) const;
     bool should_answer(exchange_env& env) const;
+    // Some physical partition still has records below its high watermark to read through.
+    bool reads_ahead() const;
 
     int16_t version_;
     byte_slice header_tail_;
@@ -281,6 +290,12 @@ private:
     bool any_mapped_ = false;
     std::vector<std::byte> scratch_;
 };
+
+bool fetch_exchange::reads_ahead() const {
+    for (const physical_partition& physical : physicals_)
+        if (physical.active && !physical.at_end) return true;
+    return false;
+}
 
 bool fetch_exchange::prepare(exchange_env& env) {
     std::map<std::pair<std::string, int32_t>, int> physical_index;
@@ -363,6 +378,9 @@ void fetch_exchange::send_round(exchange_env& env) {
     uint64_t elapsed_ms = (env.now_ns - start_ns_) / 1'000'000u;
     int32_t wait_ms = request_.max_wait_ms;
     if (rounds_ > 0) wait_ms = int32_t(std::max<int64_t>(0, int64_t(request_.max_wait_ms) - int64_t(elapsed_ms)));
+    // Reading through what the broker holds: at once, on the scan link.
+    upstream_link* scan = rounds_ > 0 && reads_ahead() && env.scan ? env.scan->scan_link() : nullptr;
+    if (scan) wait_ms = 0;
     out.max_wait_ms = wait_ms;
     out.min_bytes = request_.min_bytes;
     out.max_bytes = request_.max_bytes;
@@ -394,7 +412,10 @@ void fetch_exchange::send_round(exchange_env& env) {
     messages::encode(out, version_, writer);
     uint32_t length = uint32_t(writer.size());
     std::vector<byte_slice> body{byte_slice{reactor::shared_bytes::copy_of(writer.bytes()), 0, length}};
-    send_upstream(env, protocol::api_key::fetch, version_, header_tail_, std::move(body), true);
+    if (scan)
+        send_upstream_on(*scan, env, protocol::api_key::fetch, version_, header_tail_, std::move(body), true);
+    else
+        send_upstream(env, protocol::api_key::fetch, version_, header_tail_, std::move(body), true);
     if (rounds_ > 0) bump(env.metrics.fetch_scan_rounds);
     ++rounds_;
 }
@@ -505,6 +526,8 @@ bool fetch_exchange::should_answer(exchange_env& env) const {
         if (client.records_bytes > 0 || (client.answered && client.fields.error_code != 0)) return true;
     if (rounds_ >= scan_rounds_max || scanned_bytes_ >= scan_bytes_budget) return true;
     uint64_t elapsed_ms = (env.now_ns - start_ns_) / 1'000'000u;
+    if (reads_ahead() && env.scan && env.scan->scan_link())
+        return int64_t(elapsed_ms) >= int64_t(request_.max_wait_ms) + scan_overtime_ms_max;
     return int64_t(elapsed_ms) + 1 >= int64_t(request_.max_wait_ms);
 }
 
