@@ -35,9 +35,12 @@ PHYSICAL, VIRTUAL = 10, 100
 RATE_PER_PRODUCER = 1000  # records per second
 SLOW_AFTER_S, SLOW_FOR_S, RUN_S = 3.0, 5.0, 13.0
 VICTIM = 1
-# The bound: 2 s. A sanitizer build runs the proxy several times slower, so there it
-# is 6 s, still far below the 28 s stall this test guards against.
-BOUND_S = 6.0 if os.environ.get("KPP_SANITIZED") == "1" else 2.0
+# The bound: 2 s. A sanitizer build runs the proxy several times slower (and every
+# message is checked against the schemas): there the bound is 6 s above the worst delay of the
+# same run before the broker was slowed, so a loaded machine's slowness is not blamed on the
+# slow broker, and the 28 s stall this test guards against still fails it.
+SANITIZED = os.environ.get("KPP_SANITIZED") == "1"
+BOUND_S = 2.0
 
 
 class TimedProducer:
@@ -129,12 +132,17 @@ def test_a_slow_broker_delays_only_its_own_partitions(slow_setup):
                                 for value, (partition, _, acked_at) in producer.acked.items()
                                 if partition not in slow_partitions)
         worst = healthy_delays[-1]
-        assert worst <= BOUND_S, (f"{producer.name}: a record of a healthy broker's partition waited {worst:.1f} s "
+        bound = BOUND_S
+        if SANITIZED:
+            before = [acked_at - producer.sent[value][1] for value, (partition, _, acked_at) in producer.acked.items()
+                      if producer.sent[value][1] < slowed_at and partition not in slow_partitions]
+            bound = max(before) + 6.0
+        assert worst <= bound, (f"{producer.name}: a record of a healthy broker's partition waited {worst:.1f} s "
                               f"(p99 {healthy_delays[int(len(healthy_delays) * 0.99)]:.2f} s)")
         late = [(value, acked_at - recovered_at) for value, (partition, _, acked_at) in producer.acked.items()
-                if partition in slow_partitions and acked_at - recovered_at > BOUND_S
+                if partition in slow_partitions and acked_at - recovered_at > bound
                 and producer.sent[value][1] < recovered_at]
-        assert not late, (f"{producer.name}: {len(late)} records of broker {VICTIM} acknowledged > {BOUND_S} s "
+        assert not late, (f"{producer.name}: {len(late)} records of broker {VICTIM} acknowledged > {bound:.1f} s "
                           "after it recovered")
         assert any(producer.sent[value][1] > slowed_at and producer.sent[value][1] < recovered_at
                    for value, (partition, _, _) in producer.acked.items() if partition in slow_partitions), \
