@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cassert>
+#include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <string>
@@ -48,7 +49,12 @@ event_loop::event_loop(const loop_options& options) : options_(options) {
         uname(&name);
         throw reactor_error("io_uring: cannot create a ring with SINGLE_ISSUER|DEFER_TASKRUN (" +
                             error_text(-rc) + ") on kernel " + name.release +
-                            "; Linux 6.1 or newer with io_uring enabled is required");
+                            "; Linux 6.1 or newer with io_uring enabled is required" +
+                            std::string(rc == -ENOSYS || rc == -EPERM
+                                            ? " (ENOSYS or EPERM on a new kernel: a seccomp profile, such as a "
+                                              "container runtime's default, or kernel.io_uring_disabled refuses "
+                                              "io_uring; see docs/deployment.md)"
+                                            : ""));
     }
     try {
         probe_or_throw();
