@@ -200,7 +200,7 @@ void add_topic_families(const shard_list& shards, const topic_slots& slots,
         for (const auto& shard : shards) total += (shard->topic(slot).*field).load(std::memory_order_relaxed);
         return total;
     };
-    // The other slot is shown once some topic fell into it (or anything was counted there).
+    // The other slot is shown once every label is taken (or anything was counted there).
     bool other_used = names.size() >= slots.other_slot();
     for (const figure& each : figures) other_used = other_used || slot_total(slots.other_slot(), each.field) > 0;
     for (const figure& each : figures) {

@@ -12,7 +12,9 @@ physical); then /metrics is scraped and parsed.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import time
 
@@ -286,6 +288,15 @@ class _BoundedProxy(tb.Proxy):
         return super()._config_text().replace(
             "metrics:\n", f"metrics:\n  topic_labels_max: {LABEL_BOUND}\n", 1)
 
+    def reload(self, extra_config: str) -> None:
+        """Rewrites the file with `extra_config` and applies it (SIGHUP)."""
+        self.extra_config = extra_config
+        self.config_path.write_text(self._config_text())
+        applied = self.log_tail(2000).count("reload (SIGHUP) applied")
+        os.kill(self.process.pid, signal.SIGHUP)
+        tb.wait_until(lambda: self.log_tail(2000).count("reload (SIGHUP) applied") > applied, 30,
+                      "the reload's log line")
+
 
 @pytest.fixture(scope="module")
 def bounded(mock202, log_dir):
@@ -331,3 +342,38 @@ def test_topics_beyond_the_label_bound_count_as_other(bounded):
     # The Rust tool's total still counts every topic.
     assert metrics.value("kafka_proxy_partitions_remapped_total") == \
         metrics.total("kpp_topic_partitions_remapped_total")
+
+
+def test_a_topic_mapped_by_a_reload_gets_its_label_and_counts_go_on(mock202, log_dir):
+    if tb.direct_mode():
+        pytest.skip("the proxy's metrics need the proxy (KPP_E2E_DIRECT is set)")
+    proxy = _BoundedProxy(mock202, log_dir, "relabel", BOUND_MAPPING)
+    conftest._logs_to_show.append(("relabel log", proxy.log_path))
+    conftest._proxies.append(("relabel", proxy))
+    endpoint = tb.Endpoint(mock202, proxy)
+    try:
+        old_topic, _ = endpoint.create_topic("lb-before", 2)
+        new_topic, _ = endpoint.create_topic("nt-after", 2)
+
+        def produce(topic: str, count: int, partition: int = 3) -> None:
+            acked, failed = tb.confluent_produce(endpoint.bootstrap, topic,
+                                                 {partition: [f"r{i}" for i in range(count)]})
+            assert not failed and len(acked) == count
+
+        produce(old_topic, 4)
+        produce(new_topic, 6, 1)  # not mapped yet (2 partitions): passes through, not counted per topic
+        metrics = scrape(endpoint)
+        assert metrics.label_values("kpp_topic_produced_records_total", "topic") == [old_topic]
+
+        proxy.reload(BOUND_MAPPING + '    "nt-.*": { virtual_partitions: 6, physical_partitions: 2 }\n')
+        produce(new_topic, 5)
+        produce(old_topic, 2)
+        metrics = scrape(endpoint)
+        # The rebuilt mapping memo finds the old topic's slot again: its count goes on. Both
+        # labels are taken now, so the other series appears (at 0).
+        assert metrics.label_values("kpp_topic_produced_records_total", "topic") == [old_topic, new_topic, OTHER]
+        assert metrics.value("kpp_topic_produced_records_total", topic=OTHER) == 0
+        assert metrics.value("kpp_topic_produced_records_total", topic=old_topic) == 6
+        assert metrics.value("kpp_topic_produced_records_total", topic=new_topic) == 5
+    finally:
+        assert proxy.stop() == 0, f"proxy did not exit 0; log:\n{proxy.log_tail()}"
