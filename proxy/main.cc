@@ -253,22 +253,22 @@ std::string store_json(proxy_runtime& runtime) {
 
 // --check-config: everything start-up validates without contacting the cluster (the file,
 // then the certificates, keys, credential and token files it names); prints the mapping.
-int check_config(const cli_options& options) {
-    proxy_config config;
+// The configuration the CLI names, or nullopt after printing why (the caller exits 2).
+std::optional<proxy_config> load_or_explain(const cli_options& options) {
     try {
-        config = load_config_file(options.config_path);
-        if (options.listen_override) apply_listen_override(config, *options.listen_override);
+        return load_cli_config(options);
     } catch (const config_error& error) {
         std::fprintf(stderr, "kafka-partition-proxy: configuration error: %s\n", error.what());
-        return 2;
+        return std::nullopt;
     }
+}
+
+int check_config(const cli_options& options) {
+    std::optional<proxy_config> loaded = load_or_explain(options);
+    if (!loaded) return 2;
+    const proxy_config& config = *loaded;
     std::string error;
-    listener_tls_context(config, error);
-    if (error.empty()) broker_tls_context(config, error);
-    if (error.empty()) parse_principal_rules(config.listen.security.tls.principal_mapping_rules, error);
-    if (error.empty()) build_sasl_listener(config, error);
-    if (error.empty()) broker_sasl_identity(config, error);
-    if (!error.empty()) {
+    if (!build_security_material(config, error)) {
         std::fprintf(stderr, "kafka-partition-proxy: configuration error: %s\n", error.c_str());
         return 2;
     }
@@ -284,14 +284,9 @@ int check_config(const cli_options& options) {
 }
 
 int run_proxy(const cli_options& options) {
-    proxy_config config;
-    try {
-        config = load_config_file(options.config_path);
-        if (options.listen_override) apply_listen_override(config, *options.listen_override);
-    } catch (const config_error& error) {
-        std::fprintf(stderr, "kafka-partition-proxy: configuration error: %s\n", error.what());
-        return 2;
-    }
+    std::optional<proxy_config> loaded = load_or_explain(options);
+    if (!loaded) return 2;
+    proxy_config config = std::move(*loaded);
     setup_logging(config.logging, options.verbosity);
     spdlog::info("kafka-partition-proxy {} starting", KPP_VERSION);
     for (const std::string& warning : config.warnings) spdlog::warn("{}", warning);
@@ -313,28 +308,16 @@ int run_proxy(const cli_options& options) {
     runtime.max_connections = config.listen.max_connections;
     {
         std::string error;
-        runtime.client_tls = listener_tls_context(config, error);
-        if (!error.empty()) {
+        std::optional<security_material> security = build_security_material(config, error);
+        if (!security) {
             spdlog::error("configuration error: {}", error);
             return 2;
         }
-        runtime.broker_tls = broker_tls_context(config, error);
-        if (!error.empty()) {
-            spdlog::error("configuration error: {}", error);
-            return 2;
-        }
-        if (auto rules = parse_principal_rules(config.listen.security.tls.principal_mapping_rules, error))
-            runtime.principal_rules = std::move(*rules);
-        runtime.client_sasl = build_sasl_listener(config, error);
-        if (!error.empty()) {
-            spdlog::error("configuration error: {}", error);
-            return 2;
-        }
-        runtime.broker_identity = broker_sasl_identity(config, error);
-        if (!error.empty()) {
-            spdlog::error("configuration error: {}", error);
-            return 2;
-        }
+        runtime.client_tls = std::move(security->client_tls);
+        runtime.broker_tls = std::move(security->broker_tls);
+        runtime.principal_rules = std::move(security->principal_rules);
+        runtime.client_sasl = std::move(security->client_sasl);
+        runtime.broker_identity = std::move(security->broker_identity);
         if (runtime.broker_identity.load())
             spdlog::info("SASL toward brokers ({}): {}{}", config.kafka.security_protocol, config.kafka.sasl.mechanism,
                          config.kafka.sasl.mechanism == "OAUTHBEARER" ? " with the token in " + config.kafka.sasl.token_file

@@ -32,6 +32,26 @@ void note_recorded(std::vector<topic_view>& topics, const topic_layouts& recorde
 
 }  // namespace
 
+proxy_config load_cli_config(const cli_options& options) {
+    proxy_config config = load_config_file(options.config_path);
+    if (options.listen_override) apply_listen_override(config, *options.listen_override);
+    return config;
+}
+
+std::optional<security_material> build_security_material(const proxy_config& config, std::string& error) {
+    security_material built;
+    error.clear();
+    built.client_tls = listener_tls_context(config, error);
+    if (error.empty()) built.broker_tls = broker_tls_context(config, error);
+    if (error.empty())
+        if (auto rules = parse_principal_rules(config.listen.security.tls.principal_mapping_rules, error))
+            built.principal_rules = std::move(*rules);
+    if (error.empty()) built.client_sasl = build_sasl_listener(config, error);
+    if (error.empty()) built.broker_identity = broker_sasl_identity(config, error);
+    if (!error.empty()) return std::nullopt;
+    return built;
+}
+
 config_diff diff_configs(const proxy_config& running, const proxy_config& next) {
     config_diff diff;
     auto check = [](bool changed, std::vector<std::string>& into, const char* key) {
@@ -153,8 +173,7 @@ reload_outcome reloader::reload(const std::string& trigger) {
     };
     proxy_config fresh;
     try {
-        fresh = load_config_file(options_.config_path);
-        if (options_.listen_override) apply_listen_override(fresh, *options_.listen_override);
+        fresh = load_cli_config(options_);
     } catch (const config_error& error) {
         return refuse(error.what());
     }
@@ -164,14 +183,8 @@ reload_outcome reloader::reload(const std::string& trigger) {
 
     // Everything is built before anything is applied: all or nothing.
     std::string error;
-    auto client_tls = listener_tls_context(fresh, error);
-    if (!error.empty()) return refuse(error);
-    auto broker_tls = broker_tls_context(fresh, error);
-    if (!error.empty()) return refuse(error);
-    auto client_sasl = build_sasl_listener(fresh, error);
-    if (!error.empty()) return refuse(error);
-    auto broker_identity = broker_sasl_identity(fresh, error);
-    if (!error.empty()) return refuse(error);
+    std::optional<security_material> security = build_security_material(fresh, error);
+    if (!security) return refuse(error);
 
     std::vector<std::string> mapping_changes;
     std::vector<topic_view> topics = topics_;
@@ -199,10 +212,10 @@ reload_outcome reloader::reload(const std::string& trigger) {
     }
 
     // Apply.
-    runtime_.client_tls = std::move(client_tls);
-    runtime_.broker_tls = std::move(broker_tls);
-    runtime_.client_sasl = std::move(client_sasl);
-    runtime_.broker_identity = std::move(broker_identity);
+    runtime_.client_tls = std::move(security->client_tls);
+    runtime_.broker_tls = std::move(security->broker_tls);
+    runtime_.client_sasl = std::move(security->client_sasl);
+    runtime_.broker_identity = std::move(security->broker_identity);
     if (diff.max_connections) {
         runtime_.max_connections = fresh.listen.max_connections;
         effective_.listen.max_connections = fresh.listen.max_connections;

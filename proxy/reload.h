@@ -9,16 +9,35 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "proxy/cli.h"
+#include "proxy/client_auth.h"
 #include "proxy/config.h"
 #include "proxy/layout_guard.h"
+#include "proxy/principal.h"
+#include "proxy/security.h"
+#include "reactor/tls.h"
 
 namespace kpp {
 
 struct proxy_runtime;
+
+// The file the CLI names, with --listen applied. Throws config_error naming the key.
+proxy_config load_cli_config(const cli_options& options);
+
+// Everything security the configuration names, built from its files (certificates, keys,
+// CAs, credential and token files, principal rules): what start-up, --check-config and every
+// reload build before anything is applied. nullopt with `error` naming the key.
+struct security_material {
+    std::shared_ptr<reactor::tls_context> client_tls, broker_tls;  // null: plaintext
+    std::shared_ptr<const sasl_listener> client_sasl;                // null: no SASL toward clients
+    std::shared_ptr<const broker_sasl> broker_identity;              // null: no SASL toward brokers
+    std::vector<principal_rule> principal_rules;
+};
+std::optional<security_material> build_security_material(const proxy_config& config, std::string& error);
 
 // What differs between two configurations, by key.
 struct config_diff {
