@@ -106,7 +106,18 @@ config_diff diff_configs(const proxy_config& running, const proxy_config& next) 
 
 reloader::reloader(proxy_runtime& runtime, const cli_options& options,
                    std::function<void(std::shared_ptr<const mapping_settings>)> apply_mapping)
-    : runtime_(runtime), options_(options), apply_mapping_(std::move(apply_mapping)), effective_(runtime.config) {}
+    : runtime_(runtime),
+      options_(options),
+      apply_mapping_(std::move(apply_mapping)),
+      effective_(runtime.config),
+      view_mapping_(runtime.config.mapping) {}
+
+void reloader::publish_view(std::vector<topic_view> topics, std::string error) {
+    std::lock_guard lock(view_mutex_);
+    view_mapping_ = effective_.mapping;
+    topics_ = std::move(topics);
+    layouts_error_ = std::move(error);
+}
 
 bool reloader::check_at_start() {
     std::lock_guard lock(mutex_);
@@ -116,7 +127,7 @@ bool reloader::check_at_start() {
         // The cluster answered discovery moments ago; a store that cannot be read now is
         // reported and checked again at the next refresh.
         spdlog::warn("topic layouts not checked at start-up: {}", snapshot.error);
-        layouts_error_ = snapshot.error;
+        publish_view({}, snapshot.error);
         return true;
     }
     layout_check check = check_topic_layouts(effective_.mapping, nullptr, snapshot, now_ms());
@@ -132,7 +143,7 @@ bool reloader::check_at_start() {
         spdlog::info("topic layouts recorded in {}: {} topic(s)", runtime_.store_info.topic, check.to_record.size());
         note_recorded(check.topics, check.to_record);
     }
-    topics_ = std::move(check.topics);
+    publish_view(std::move(check.topics), {});
     return true;
 }
 
@@ -141,10 +152,10 @@ void reloader::check_layouts() {
     if (runtime_.store_info.partitions == 0) return;
     layout_snapshot snapshot = read_layout_snapshot(effective_, runtime_.store_info);
     if (!snapshot.error.empty()) {
+        std::lock_guard view(view_mutex_);
         layouts_error_ = snapshot.error;
         return;
     }
-    layouts_error_.clear();
     layout_check check = check_topic_layouts(effective_.mapping, nullptr, snapshot, now_ms());
     // Another instance served a topic with a larger V: this one must be reloaded to match.
     for (const std::string& refusal : check.refusals)
@@ -160,7 +171,7 @@ void reloader::check_layouts() {
             note_recorded(check.topics, check.to_record);
         }
     }
-    topics_ = std::move(check.topics);
+    publish_view(std::move(check.topics), {});
 }
 
 reload_outcome reloader::reload(const std::string& trigger) {
@@ -187,7 +198,7 @@ reload_outcome reloader::reload(const std::string& trigger) {
     if (!security) return refuse(error);
 
     std::vector<std::string> mapping_changes;
-    std::vector<topic_view> topics = topics_;
+    std::vector<topic_view> topics;
     if (diff.mapping) {
         bool remaps_now = mapping_registry(fresh.mapping).remaps_anything();
         if (remaps_now && runtime_.store_info.partitions == 0)
@@ -234,7 +245,7 @@ reload_outcome reloader::reload(const std::string& trigger) {
         effective_.mapping = fresh.mapping;
         effective_.mapping.tag_header = tag_header;
         apply_mapping_(std::make_shared<const mapping_settings>(effective_.mapping));
-        topics_ = std::move(topics);
+        publish_view(std::move(topics), {});
     }
     outcome.applied = true;
     outcome.message = "reload (" + trigger + ") applied";
@@ -249,14 +260,14 @@ reload_outcome reloader::reload(const std::string& trigger) {
 }
 
 std::string reloader::mapping_json() {
-    std::lock_guard lock(mutex_);
-    mapping_registry registry(effective_.mapping);
-    std::string out = "{\"tag_header\":\"" + json_escape(effective_.mapping.tag_header) + "\",\"default\":{" +
-                      "\"virtual_partitions\":" + std::to_string(effective_.mapping.virtual_partitions) +
-                      ",\"physical_partitions\":" + std::to_string(effective_.mapping.physical_partitions) +
+    std::lock_guard lock(view_mutex_);
+    const mapping_settings& mapping = view_mapping_;
+    std::string out = "{\"tag_header\":\"" + json_escape(mapping.tag_header) + "\",\"default\":{" +
+                      "\"virtual_partitions\":" + std::to_string(mapping.virtual_partitions) +
+                      ",\"physical_partitions\":" + std::to_string(mapping.physical_partitions) +
                       "},\"rules\":[";
     bool first = true;
-    for (const topic_mapping_rule& rule : effective_.mapping.topics) {
+    for (const topic_mapping_rule& rule : mapping.topics) {
         out += std::string(first ? "" : ",") + "{\"key\":\"" + json_escape(rule.pattern) + "\",\"regex\":" +
                (rule.is_regex ? "true" : "false") + ",\"virtual_partitions\":" + std::to_string(rule.virtual_partitions) +
                ",\"physical_partitions\":" + std::to_string(rule.physical_partitions) + "}";

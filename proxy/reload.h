@@ -66,7 +66,6 @@ public:
     void check_layouts();
     // The admin views' JSON.
     std::string mapping_json();
-    const proxy_config& effective() const { return effective_; }
     // Start-up: the layout check of the configuration the proxy starts with; false (with
     // the messages logged) when it would strand records.
     bool check_at_start();
@@ -75,10 +74,16 @@ private:
     proxy_runtime& runtime_;
     const cli_options& options_;
     std::function<void(std::shared_ptr<const mapping_settings>)> apply_mapping_;
+    // Serialises reloads and layout checks, which do blocking I/O while holding it.
     std::mutex mutex_;
     proxy_config effective_;  // the running values, reloads included
+    // What the admin view shows, under a lock of its own so that a view (the admin thread
+    // also answers /ready) never waits for a reload's or a check's I/O.
+    std::mutex view_mutex_;
+    mapping_settings view_mapping_;
     std::vector<topic_view> topics_;  // from the last layout check
     std::string layouts_error_;
+    void publish_view(std::vector<topic_view> topics, std::string error);
 };
 
 }  // namespace kpp
