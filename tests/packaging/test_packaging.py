@@ -872,6 +872,10 @@ def http(url, method="GET"):
 def test_unit_syscall_filter_allows_every_call_the_proxy_makes(tmp_path):
     """Runs the proxy under strace in front of the mock cluster (metadata, produce, fetch,
     metrics, SIGHUP, SIGTERM) and checks the unit's filter allows every call it made."""
+    if SANITIZED:
+        # The unit runs the plain build; the sanitizer runtime makes calls of its own, and
+        # LeakSanitizer refuses to run under ptrace (the proxy then exits 1 at SIGTERM).
+        pytest.skip("the audit is of the plain build, which the unit runs")
     rules = unit_syscall_filter()
     if rules is None:
         return
