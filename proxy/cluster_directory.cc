@@ -393,6 +393,27 @@ std::unique_ptr<blocking_connection> connect_bootstrap(const proxy_config& confi
     return nullptr;
 }
 
+// A connection to the leader of the store partition holding the topic layouts, as `metadata`
+// (an answer naming the store topic) has it. Throws naming what is missing.
+std::unique_ptr<blocking_connection> connect_layout_leader(const proxy_config& config, const offset_store_info& store,
+                                                           const protocol::messages::metadata_response& metadata) {
+    int32_t leader = -1;
+    for (const auto& topic : metadata.topics)
+        if (topic.name == store.topic)
+            for (const auto& partition : topic.partitions)
+                if (partition.partition_index == layout_store_partition) leader = partition.leader_id;
+    const protocol::messages::metadata_response::brokers_element* broker = nullptr;
+    for (const auto& entry : metadata.brokers)
+        if (entry.node_id == leader) broker = &entry;
+    if (!broker) throw std::runtime_error(store.topic + "-0 has no leader");
+    std::string error;
+    std::shared_ptr<reactor::tls_context> tls = broker_tls_context(config, error);
+    std::shared_ptr<const broker_sasl> sasl = error.empty() ? broker_sasl_identity(config, error) : nullptr;
+    if (!error.empty()) throw std::runtime_error(error);
+    return std::make_unique<blocking_connection>(reactor::resolve_address(broker->host, uint16_t(broker->port)),
+                                                 config.kafka.connection_timeout_ms, tls, broker->host, sasl);
+}
+
 }  // namespace
 
 layout_snapshot read_layout_snapshot(const proxy_config& config, const offset_store_info& store) {
@@ -405,24 +426,12 @@ layout_snapshot read_layout_snapshot(const proxy_config& config, const offset_st
         auto metadata = decode_response<protocol::messages::metadata_response>(
             protocol::api_key::metadata, store.metadata_version,
             connection->exchange(encode_request(protocol::api_key::metadata, store.metadata_version, request)));
-        int32_t leader = -1;
-        for (const auto& topic : metadata.topics) {
-            if (!topic.name || topic.error_code != 0) continue;
-            snapshot.cluster_topics[*topic.name] = int32_t(topic.partitions.size());
-            if (*topic.name == store.topic)
-                for (const auto& partition : topic.partitions)
-                    if (partition.partition_index == layout_store_partition) leader = partition.leader_id;
-        }
+        for (const auto& topic : metadata.topics)
+            if (topic.name && topic.error_code == 0)
+                snapshot.cluster_topics[*topic.name] = int32_t(topic.partitions.size());
         if (store.partitions == 0) return snapshot;  // no store: nothing recorded
-        const protocol::messages::metadata_response::brokers_element* broker = nullptr;
-        for (const auto& entry : metadata.brokers)
-            if (entry.node_id == leader) broker = &entry;
-        if (!broker) throw std::runtime_error(store.topic + "-0 has no leader");
-        std::shared_ptr<reactor::tls_context> tls = broker_tls_context(config, snapshot.error);
-        std::shared_ptr<const broker_sasl> sasl = broker_sasl_identity(config, snapshot.error);
-        if (!snapshot.error.empty()) return snapshot;
-        blocking_connection reader(reactor::resolve_address(broker->host, uint16_t(broker->port)),
-                                   config.kafka.connection_timeout_ms, tls, broker->host, sasl);
+        auto leader = connect_layout_leader(config, store, metadata);
+        blocking_connection& reader = *leader;
         offset_cache scratch;  // committed offsets read on the way, dropped
         int64_t next = 0;
         for (int round = 0; round < 100000; ++round) {
@@ -495,20 +504,8 @@ std::string record_topic_layouts(const proxy_config& config, const offset_store_
         auto metadata = decode_response<protocol::messages::metadata_response>(
             protocol::api_key::metadata, store.metadata_version,
             connection->exchange(encode_request(protocol::api_key::metadata, store.metadata_version, request)));
-        int32_t leader = -1;
-        for (const auto& topic : metadata.topics)
-            if (topic.name == store.topic)
-                for (const auto& partition : topic.partitions)
-                    if (partition.partition_index == layout_store_partition) leader = partition.leader_id;
-        const protocol::messages::metadata_response::brokers_element* broker = nullptr;
-        for (const auto& entry : metadata.brokers)
-            if (entry.node_id == leader) broker = &entry;
-        if (!broker) throw std::runtime_error(store.topic + "-0 has no leader");
-        std::shared_ptr<reactor::tls_context> tls = broker_tls_context(config, error);
-        std::shared_ptr<const broker_sasl> sasl = broker_sasl_identity(config, error);
-        if (!error.empty()) return error;
-        blocking_connection writer(reactor::resolve_address(broker->host, uint16_t(broker->port)),
-                                   config.kafka.connection_timeout_ms, tls, broker->host, sasl);
+        auto leader = connect_layout_leader(config, store, metadata);
+        blocking_connection& writer = *leader;
         std::vector<std::vector<std::byte>> keys, values;
         std::vector<protocol::record_input> inputs;
         keys.reserve(layouts.size());
