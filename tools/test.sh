@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs the whole test suite: unit tests and the
-# end-to-end tests on a plain build, then everything again on an AddressSanitizer +
-# UndefinedBehaviorSanitizer build. Exits non-zero on any failure.
+# Installs what is missing, builds, and runs the whole test suite: on a plain (optimized)
+# build the unit, fuzz-corpus and packaging tests and the end-to-end tests of suite
+# e2e-release (a smoke run of every client and the tests with an optimized build's timing
+# bounds); on an AddressSanitizer + UndefinedBehaviorSanitizer build everything, every
+# end-to-end test included; then each fuzz target under libFuzzer. Exits non-zero on any
+# failure.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
@@ -28,19 +31,22 @@ PY
 }
 
 run_suite() {
-  local build_dir="$1"
-  shift
+  local build_dir="$1" test_args="$2"
+  shift 2
   echo "==> building $build_dir"
   bash tools/build.sh "$build_dir" "$@"
   echo "==> testing $build_dir"
   local status=0
-  meson test -C "$build_dir" --print-errorlogs --num-processes 1 || status=$?
+  # shellcheck disable=SC2086 # test_args is a word list
+  meson test -C "$build_dir" --print-errorlogs --num-processes 1 $test_args || status=$?
   count_results "$build_dir"
   [[ $status -eq 0 ]] || failed=$((failed > 0 ? failed : 1))
 }
 
-run_suite build
-run_suite build-sanitize -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+# The end-to-end tests take most of the time and run once, under the sanitizers, except
+# for those of suite e2e-release (tests/e2e/meson.build).
+run_suite build "--no-suite e2e-sanitized"
+run_suite build-sanitize "" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 
 # libFuzzer: the fuzz targets built with clang and run for a bounded time each.
 echo "==> building build-fuzz (clang, libFuzzer)"

@@ -51,8 +51,9 @@ def unique_name(prefix: str) -> str:
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float, what: str,
-               interval_s: float = 0.1):
-    """Polls predicate until it returns a truthy value; fails the test after timeout_s."""
+               interval_s: float = 0.1, describe: Callable[[], str] | None = None):
+    """Polls predicate until it returns a truthy value; fails the test after timeout_s,
+    with describe()'s account of the state then when given."""
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while True:
@@ -64,6 +65,8 @@ def wait_until(predicate: Callable[[], object], timeout_s: float, what: str,
             last_error = error
         if time.monotonic() >= deadline:
             detail = f" (last error: {last_error!r})" if last_error else ""
+            if describe is not None:
+                detail += f"; {describe()}"
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}{detail}")
         time.sleep(interval_s)
 

@@ -182,7 +182,13 @@ def test_kafka_python_group_joining_one_at_a_time(endpoint):
             valid = all(assigned) and sum(len(a) for a in assigned) == partitions \
                 and len(generations) == 1 and min(generations) > 0
             return valid and time.monotonic() - last_change["since"] >= STABLE_FOR_S
-        tb.wait_until(group_stable, 90, "3 kafka-python members sharing all partitions, stable")
+        def group_state():
+            return "; ".join(
+                f"member {m.index}: partitions {sorted(m.assignment)}, generation {m.generation}, "
+                f"alive {m.is_alive()}, retried errors {m.retried_errors[-3:]}" for m in members) \
+                + f"; unchanged for {time.monotonic() - last_change['since']:.1f} s"
+        tb.wait_until(group_stable, 90, "3 kafka-python members sharing all partitions, stable",
+                      describe=group_state)
 
         acked, failed = tb.confluent_produce(endpoint.bootstrap, topic, second)
         assert not failed, failed[:5]

@@ -36,11 +36,13 @@ RATE_PER_PRODUCER = 1000  # records per second
 SLOW_AFTER_S, SLOW_FOR_S, RUN_S = 3.0, 5.0, 13.0
 VICTIM = 1
 # The bound: 2 s. A sanitizer build runs the proxy several times slower (and every
-# message is checked against the schemas): there the bound is 6 s above the worst delay of the
-# same run before the broker was slowed, so a loaded machine's slowness is not blamed on the
-# slow broker, and the 28 s stall this test guards against still fails it.
+# message is checked against the schemas): there the bound is the worst delay of the
+# same run before the broker was slowed plus 12 s (a loaded 2-core CI machine running the
+# sanitized proxy failed it once at 6 s), so a loaded machine's slowness is not blamed on the slow
+# broker, and the 28 s stall this test guards against still fails it.
 SANITIZED = os.environ.get("KPP_SANITIZED") == "1"
 BOUND_S = 2.0
+SANITIZED_SLACK_S = 12.0
 
 
 class TimedProducer:
@@ -136,7 +138,7 @@ def test_a_slow_broker_delays_only_its_own_partitions(slow_setup):
         if SANITIZED:
             before = [acked_at - producer.sent[value][1] for value, (partition, _, acked_at) in producer.acked.items()
                       if producer.sent[value][1] < slowed_at and partition not in slow_partitions]
-            bound = max(before) + 6.0
+            bound = max(before) + SANITIZED_SLACK_S
         assert worst <= bound, (f"{producer.name}: a record of a healthy broker's partition waited {worst:.1f} s "
                               f"(p99 {healthy_delays[int(len(healthy_delays) * 0.99)]:.2f} s)")
         late = [(value, acked_at - recovered_at) for value, (partition, _, acked_at) in producer.acked.items()
