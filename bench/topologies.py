@@ -8,6 +8,9 @@ load (kpp-loadgen, a librdkafka client producing and consuming in one process):
   direct     loadgen -> broker
   haproxy    loadgen -> HAProxy (TCP mode, the L4 baseline) -> broker
   proxy-vp   loadgen -> kafka-partition-proxy, V == P (no remapping: the pass-through path)
+  proxy-vp-spin  the same with spin_before_sleep_us: 50 (each core asks its ring for
+                 completions for 50 us before it sleeps): the latency it buys at the paced
+                 rate, and the CPU it costs there
   proxy-v10  loadgen -> kafka-partition-proxy, V = 10 P, uncompressed
   proxy-v10-lz4  the same with lz4 (the proxy recompresses to tag batches)
   proxy-v10-idem V = 10 P with an idempotent producer (enable.idempotence): batches of
@@ -246,8 +249,8 @@ def loadgen(args, bootstrap: str, topics: list[str], seconds: float, rate: int, 
 
 
 def proxy_config(port: int, base: int, metrics: int, bootstrap: str, threads: int, mapping: str,
-                 listen_extra: str = "", kafka_extra: str = "") -> str:
-    return (f"threads: {threads}\n"
+                 listen_extra: str = "", kafka_extra: str = "", spin_us: int = 0) -> str:
+    return (f"threads: {threads}\nspin_before_sleep_us: {spin_us}\n"
             f'listen:\n  address: "127.0.0.1:{port}"\n  broker_port_base: {base}\n{listen_extra}'
             f'kafka:\n  bootstrap_servers: ["{bootstrap}"]\n{kafka_extra}'
             f'metrics:\n  address: "127.0.0.1:{metrics}"\n'
@@ -256,7 +259,8 @@ def proxy_config(port: int, base: int, metrics: int, bootstrap: str, threads: in
             + mapping)
 
 
-ALL_NAMES = ("direct", "haproxy", "proxy-vp", "proxy-v10", "proxy-v10-lz4", "proxy-v10-idem",
+SPIN_US = 50  # spin_before_sleep_us of proxy-vp-spin
+ALL_NAMES = ("direct", "haproxy", "proxy-vp", "proxy-vp-spin", "proxy-v10", "proxy-v10-lz4", "proxy-v10-idem",
              "haproxy-tls", "proxy-tls")
 TLS_NAMES = ("haproxy-tls", "proxy-tls")
 # One cipher suite on every TLS hop, so the figures compare the middles and not the ciphers.
@@ -368,7 +372,8 @@ def start_topology(name: str, args, work: Path, label: str, topics: list[str], t
                                 f"cert_path: {args.pki / 'server.pem'}, key_path: {args.pki / 'server.key'} }}\n")
                 kafka_extra = f"  security_protocol: SSL\n  tls: {{ ca_cert_path: {args.pki / 'ca.pem'} }}\n"
             config = work / f"{label}.yaml"
-            config.write_text(proxy_config(port, base, metrics, upstream, threads, mapping, listen_extra, kafka_extra))
+            config.write_text(proxy_config(port, base, metrics, upstream, threads, mapping, listen_extra, kafka_extra,
+                                           spin_us=SPIN_US if name.endswith("-spin") else 0))
             topology.middle = Process([args.proxy, "-c", str(config)], work / f"{label}-middle.log",
                                       cpus=args.middle_cpus)
         wait_port(port)
@@ -768,6 +773,23 @@ def main() -> int:
               f"{spread([two.cpu_s_per_gb for _, two in scaling])}; proxy CPU use "
               f"{spread([one.middle_cores for one, _ in scaling])} -> "
               f"{spread([two.middle_cores for _, two in scaling])} cores")
+    # Per core, CPU-time based (it needs no idle core: on 2 cores the generator competes with
+    # the proxy, so MB/s at saturation understates what a dedicated core would carry).
+    for name in [n for n in names if n.startswith("proxy")]:
+        records = per_round(name, lambda r, n: sat(r, n).moved_bytes / args.record_bytes / sat(r, n).middle_cpu_s)
+        mb = per_round(name, lambda r, n: sat(r, n).moved_bytes / 1e6 / sat(r, n).middle_cpu_s)
+        if records:
+            print(f"per proxy core at saturation, {name}: {spread(records, 0)} records (produced + consumed) "
+                  f"per CPU-second, {spread(mb, 0)} MB per CPU-second")
+    if "proxy-vp-spin" in names and "proxy-vp" in names and "direct" in names:
+        def added(name):
+            return per_round(name, lambda r, n: lat(r, n, "ack_p99_us") - direct_lat(r, n, "ack_p99_us"))
+
+        def paced_cores(name):
+            return per_round(name, lambda r, n: r["paced"][n].middle_cores)
+        print(f"spin before sleep ({SPIN_US} us) at the paced rate: added ack p99 over direct "
+              f"{spread(added('proxy-vp'), 0)} us without, {spread(added('proxy-vp-spin'), 0)} us with; proxy CPU "
+              f"{spread(paced_cores('proxy-vp'))} -> {spread(paced_cores('proxy-vp-spin'))} cores")
     if "proxy-v10-idem" in names and "proxy-v10" in names:
         idem_mb = per_round("proxy-v10-idem",
                             lambda r, n: sat(r, n).throughput_mb_s / sat(r, "proxy-v10").throughput_mb_s)

@@ -28,6 +28,7 @@ constexpr int64_t int32_max = std::numeric_limits<int32_t>::max();
 constexpr int64_t frame_bytes_min = 1024;
 constexpr int64_t frame_bytes_limit = int64_t{1} << 30;
 constexpr int64_t threads_max = 1024;
+constexpr int64_t spin_before_sleep_us_max = 10000;
 constexpr std::size_t topic_name_bytes_max = 249;  // Kafka's own limit
 constexpr std::string_view regex_metacharacters = ".*+?[](){}|^$\\";
 constexpr std::string_view protocol_names = "PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL";
@@ -733,10 +734,11 @@ void add_load_warnings(proxy_config& config) {
 }
 
 proxy_config parse_root(const YAML::Node& document) {
-  section root(document, "", {"threads", "shutdown_timeout_ms", "listen", "kafka", "mapping", "offset_store",
+  section root(document, "", {"threads", "spin_before_sleep_us", "shutdown_timeout_ms", "listen", "kafka", "mapping", "offset_store",
                               "producers", "metrics", "logging"});
   proxy_config config;
   read_integer(root, "threads", config.threads, 0, threads_max);
+  read_integer(root, "spin_before_sleep_us", config.spin_before_sleep_us, 0, spin_before_sleep_us_max);
   read_integer(root, "shutdown_timeout_ms", config.shutdown_timeout_ms, 0, uint32_max);
   parse_listen(root, config.listen);
   parse_kafka(root, config.kafka);

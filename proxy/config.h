@@ -163,6 +163,8 @@ struct logging_settings {
 
 struct proxy_config {
   uint32_t threads = 0;  // 0: one per CPU this process may run on
+  // Each core asks its ring for completions this long before it sleeps (0: sleeps at once).
+  uint32_t spin_before_sleep_us = 0;
   uint32_t shutdown_timeout_ms = 10000;
   listen_settings listen;
   kafka_settings kafka;

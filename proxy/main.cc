@@ -365,6 +365,7 @@ int run_proxy(const cli_options& options) {
     // once clients can be served (and no longer while draining).
     reactor::shard_group_options group_options;
     group_options.shard_count = config.threads;
+    group_options.loop.spin_before_sleep_ns = config.spin_before_sleep_us * 1000u;
     uint32_t shard_count = config.threads ? config.threads : uint32_t(reactor::shard_group::available_cpus().size());
     runtime.metrics = std::make_unique<metrics_registry>(shard_count, config.metrics.topic_labels_max);
     std::atomic<bool> ready{false};
@@ -458,6 +459,9 @@ int run_proxy(const cli_options& options) {
     ready = true;
     spdlog::info("Listening on {} ({} thread(s)); advertising {}", config.listen.address.to_string(), group.size(),
                  runtime.advertised.host);
+    if (config.spin_before_sleep_us > 0)
+        spdlog::info("Each core asks its ring for completions for {} us before it sleeps (spin_before_sleep_us)",
+                     config.spin_before_sleep_us);
 
     for (;;) {
         int received = wait_for_signal(1000);

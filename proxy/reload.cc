@@ -60,6 +60,7 @@ config_diff diff_configs(const proxy_config& running, const proxy_config& next) 
     };
     // Restart only: what the listeners, the cores and the upstream connections were built with.
     check(running.threads != next.threads, diff.restart, "threads");
+    check(running.spin_before_sleep_us != next.spin_before_sleep_us, diff.restart, "spin_before_sleep_us");
     check(running.shutdown_timeout_ms != next.shutdown_timeout_ms, diff.restart, "shutdown_timeout_ms");
     const listen_settings& a = running.listen;
     const listen_settings& b = next.listen;

@@ -141,10 +141,35 @@ std::optional<uint64_t> event_loop::next_deadline_ns() const {
     return timers_.begin()->first;
 }
 
+bool event_loop::spin_for_completions(std::optional<uint64_t> deadline) {
+    // The ring defers task work (IORING_SETUP_DEFER_TASKRUN): completions are posted only
+    // when this thread enters the kernel asking for events, so the spin is a loop of
+    // non-blocking enters, not a watch of the completion queue alone.
+    uint64_t spin_until = now_ns_ + options_.spin_before_sleep_ns;
+    if (deadline && *deadline < spin_until) spin_until = *deadline;
+    for (;;) {
+        io_uring_submit_and_get_events(&ring_);
+        if (io_uring_cq_ready(&ring_) > 0) {
+            ++spins_.found_work;
+            return true;
+        }
+        if (monotonic_now_ns() >= spin_until) {
+            ++spins_.slept;
+            return false;
+        }
+    }
+}
+
 void event_loop::run_once(bool wait) {
     std::optional<uint64_t> deadline = next_deadline_ns();
     now_ns_ = monotonic_now_ns();
-    if (!wait || (deadline && *deadline <= now_ns_)) {
+    bool timer_due = deadline && *deadline <= now_ns_;
+    if (wait && !timer_due && options_.spin_before_sleep_ns > 0 && io_uring_cq_ready(&ring_) == 0) {
+        if (spin_for_completions(deadline)) wait = false;  // dispatch them without sleeping
+        now_ns_ = monotonic_now_ns();
+        timer_due = deadline && *deadline <= now_ns_;
+    }
+    if (!wait || timer_due) {
         io_uring_submit_and_get_events(&ring_);
     } else if (deadline) {
         uint64_t wait_ns = *deadline - now_ns_;

@@ -24,6 +24,16 @@ struct loop_options {
     uint32_t buffer_bytes = limits::buffer_bytes_default;
     uint32_t zero_copy_send_bytes_min = limits::zero_copy_send_bytes_min;
     bool zero_copy_send = true;  // used only where the kernel offers SENDMSG_ZC
+    // When there is nothing to do, keep asking the ring for completions (non-blocking
+    // io_uring_enter) this long before sleeping in it: a request that arrives meanwhile is
+    // handled without the scheduler's wake-up, at the price of a busy core. 0: sleep at once.
+    uint32_t spin_before_sleep_ns = 0;
+};
+
+// What the spin before sleeping did (zero while it is off).
+struct spin_counters {
+    uint64_t found_work = 0;  // spins that ended with a completion: a sleep avoided
+    uint64_t slept = 0;       // spins that ran their time out, then slept
 };
 
 uint64_t monotonic_now_ns();
@@ -97,12 +107,16 @@ public:
     bool zero_copy_send_supported() const { return zero_copy_supported_; }
     uint64_t operations_in_flight() const { return operations_in_flight_; }
     uint64_t now_ns() const { return now_ns_; }  // refreshed once per loop iteration
+    const spin_counters& spins() const { return spins_; }
     io_uring& ring() { return ring_; }
 
     void wait_for_buffers(buffer_waiter& waiter);
     void forget_buffer_waiter(buffer_waiter& waiter);
 
 private:
+    // The spin before sleeping: true when completions arrived within
+    // options_.spin_before_sleep_ns (or before `deadline`).
+    bool spin_for_completions(std::optional<uint64_t> deadline);
     friend class timer;
     void probe_or_throw();
     void dispatch_batch();
@@ -114,6 +128,7 @@ private:
     std::optional<uint64_t> next_deadline_ns() const;
 
     loop_options options_;
+    spin_counters spins_;
     io_uring ring_{};
     std::unique_ptr<buffer_pool> buffers_;
     std::unique_ptr<buffer_pool> upstream_buffers_;

@@ -314,6 +314,10 @@ TEST(config_types, invalid_yaml_reports_position) {
 TEST(config_limits, threads_frame_size_and_ports) {
   EXPECT_EQ(load_config_string(with_bootstrap("threads: 1024\n")).threads, 1024u);
   EXPECT_LOAD_ERROR(with_bootstrap("threads: 1025\n"), "threads: expected an integer from 0 to 1024, got '1025'");
+  EXPECT_EQ(load_config_string(with_bootstrap("")).spin_before_sleep_us, 0u);
+  EXPECT_EQ(load_config_string(with_bootstrap("spin_before_sleep_us: 50\n")).spin_before_sleep_us, 50u);
+  EXPECT_LOAD_ERROR(with_bootstrap("spin_before_sleep_us: 10001\n"),
+                    "spin_before_sleep_us: expected an integer from 0 to 10000, got '10001'");
   EXPECT_LOAD_ERROR(with_bootstrap("listen: {frame_bytes_max: 1023}\n"),
                     "listen.frame_bytes_max: expected an integer from 1024 to 1073741824");
   EXPECT_LOAD_ERROR(with_bootstrap("listen: {frame_bytes_max: 1073741825}\n"), "listen.frame_bytes_max:");
