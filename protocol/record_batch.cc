@@ -69,7 +69,8 @@ batch_error parse_header(wire_reader& reader, record_header_view& header) {
 }
 
 // Attributes through the headers count; the reader spans exactly the record body.
-batch_error parse_record_body(wire_reader& body, record_view& record) {
+batch_error parse_record_body(wire_reader& body, record_view& record, std::string_view key = {},
+                              std::optional<record_header_view>* last_with_key = nullptr) {
     record.attributes = body.read_int8();
     record.timestamp_delta = body.read_varlong();
     record.offset_delta = body.read_varint();
@@ -85,8 +86,10 @@ batch_error parse_record_body(wire_reader& body, record_view& record) {
     record.headers_count_at = uint32_t(record.body_at + count_at);
     record.headers_at = uint32_t(record.body_at + body.position());
     record_header_view header;
-    for (int32_t index = 0; index < record.headers_count; ++index)
+    for (int32_t index = 0; index < record.headers_count; ++index) {
         if (batch_error error = parse_header(body, header); error != batch_error::none) return error;
+        if (last_with_key && header.key == key) *last_with_key = header;
+    }
     // The headers must end exactly where the record's length says it ends.
     return body.remaining() == 0 ? batch_error::none : batch_error::invalid_length;
 }
@@ -142,7 +145,10 @@ batch_error record_size(std::span<const std::byte> input, size_t& size_bytes) {
     return batch_error::none;
 }
 
-batch_error parse_record(std::span<const std::byte> input, record_view& record, size_t& consumed) {
+namespace {
+
+batch_error parse_record_noting(std::span<const std::byte> input, record_view& record, size_t& consumed,
+                                std::string_view key, std::optional<record_header_view>* last_with_key) {
     size_t size_bytes = 0;
     if (batch_error error = record_size(input, size_bytes); error != batch_error::none) return error;
     if (size_bytes > input.size()) return batch_error::truncated;
@@ -152,12 +158,24 @@ batch_error parse_record(std::span<const std::byte> input, record_view& record, 
     length_reader.read_varint();
     record.body_at = uint32_t(length_reader.position());
     wire_reader body(record.bytes.subspan(record.body_at));
-    batch_error error = parse_record_body(body, record);
+    if (last_with_key) last_with_key->reset();
+    batch_error error = parse_record_body(body, record, key, last_with_key);
     // Inside a complete record, running out of bytes means the length lied.
     if (error == batch_error::truncated) return batch_error::invalid_length;
     if (error != batch_error::none) return error;
     consumed = size_bytes;
     return batch_error::none;
+}
+
+}  // namespace
+
+batch_error parse_record(std::span<const std::byte> input, record_view& record, size_t& consumed) {
+    return parse_record_noting(input, record, consumed, {}, nullptr);
+}
+
+batch_error parse_record(std::span<const std::byte> input, record_view& record, size_t& consumed,
+                         std::string_view key, std::optional<record_header_view>& last_with_key) {
+    return parse_record_noting(input, record, consumed, key, &last_with_key);
 }
 
 bool record_reader::next(record_view& record) {

@@ -136,6 +136,10 @@ struct record_header_view {
 // Parses the record at the start of `input`; `consumed` is its size. truncated when the
 // input ends inside it (the record may continue in bytes not yet decompressed).
 batch_error parse_record(std::span<const std::byte> input, record_view& record, size_t& consumed);
+// The same, noting in the same pass the last header with `key` (what find_last_header
+// returns for the parsed record): the fetch path's one walk over a batch's first record.
+batch_error parse_record(std::span<const std::byte> input, record_view& record, size_t& consumed,
+                         std::string_view key, std::optional<record_header_view>& last_with_key);
 
 // Size of the record at the start of `input` (length varint plus length) from its first
 // bytes; truncated when even the length varint is incomplete.

@@ -282,8 +282,7 @@ tag_rewrite_result rewrite_batch_tag(const byte_slice& batch, int32_t virtual_pa
 
 namespace {
 
-void read_tag(const record_view& record, std::string_view tag_key, batch_classification& result) {
-    std::optional<record_header_view> tag = find_last_header(record, tag_key);
+void read_tag(const std::optional<record_header_view>& tag, batch_classification& result) {
     if (!tag) return;
     if (!tag->value || tag->value->size() != tag_value_bytes) {
         result.tag_malformed = true;
@@ -305,9 +304,10 @@ batch_error first_compressed_record(codec kind, std::span<const std::byte> secti
         if (!prefix.ok()) return batch_error::decompress_failed;
         record_view record;
         size_t consumed = 0;
-        batch_error error = parse_record(prefix.bytes, record, consumed);
+        std::optional<record_header_view> tag;
+        batch_error error = parse_record(prefix.bytes, record, consumed, tag_key, tag);
         if (error == batch_error::none) {
-            read_tag(record, tag_key, result);
+            read_tag(tag, result);
             return batch_error::none;
         }
         if (error != batch_error::truncated || prefix.complete) return error;
@@ -339,8 +339,9 @@ batch_classification classify_batch(std::span<const std::byte> batch, std::strin
     }
     record_view record;
     size_t consumed = 0;
-    result.error = parse_record(view.records_section(), record, consumed);
-    if (result.error == batch_error::none) read_tag(record, tag_key, result);
+    std::optional<record_header_view> tag;
+    result.error = parse_record(view.records_section(), record, consumed, tag_key, tag);
+    if (result.error == batch_error::none) read_tag(tag, result);
     return result;
 }
 

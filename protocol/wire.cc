@@ -14,25 +14,6 @@ const char* to_string(wire_error error) {
     return "unknown";
 }
 
-int8_t wire_reader::read_int8() {
-    if (!need(1)) return 0;
-    return static_cast<int8_t>(data_[position_++]);
-}
-
-int16_t wire_reader::read_int16() {
-    if (!need(2)) return 0;
-    int16_t value = load_int16_be(data_ + position_);
-    position_ += 2;
-    return value;
-}
-
-int32_t wire_reader::read_int32() {
-    if (!need(4)) return 0;
-    int32_t value = load_int32_be(data_ + position_);
-    position_ += 4;
-    return value;
-}
-
 int64_t wire_reader::read_int64() {
     if (!need(8)) return 0;
     uint64_t high = static_cast<uint32_t>(load_int32_be(data_ + position_));
@@ -41,15 +22,9 @@ int64_t wire_reader::read_int64() {
     return static_cast<int64_t>((high << 32) | low);
 }
 
-uint32_t wire_reader::read_unsigned_varint() { return decode_unsigned_varint<uint32_t>(*this); }
+uint32_t wire_reader::read_unsigned_varint_slow() { return decode_unsigned_varint<uint32_t>(*this); }
 
-int32_t wire_reader::read_varint() { return zigzag_decode<int32_t>(decode_unsigned_varint<uint32_t>(*this)); }
-
-int64_t wire_reader::read_varlong() { return zigzag_decode<int64_t>(decode_unsigned_varint<uint64_t>(*this)); }
-
-void wire_reader::skip(size_t count) {
-    if (need(count)) position_ += count;
-}
+uint64_t wire_reader::read_unsigned_varlong_slow() { return decode_unsigned_varint<uint64_t>(*this); }
 
 std::optional<std::span<const std::byte>> wire_reader::read_length_prefixed(bool flexible, bool int16_length,
                                                                          bool nullable) {

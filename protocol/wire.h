@@ -41,14 +41,43 @@ public:
         position_ = size_;
     }
 
-    int8_t read_int8();
-    int16_t read_int16();
-    int32_t read_int32();
+    // The fixed-size reads, skip and the varints' one-byte case are inline: record and
+    // request walks call them for every field.
+    int8_t read_int8() {
+        if (!need(1)) return 0;
+        return static_cast<int8_t>(data_[position_++]);
+    }
+    int16_t read_int16() {
+        if (!need(2)) return 0;
+        auto value = static_cast<int16_t>((uint16_t(data_[position_]) << 8) | uint16_t(data_[position_ + 1]));
+        position_ += 2;
+        return value;
+    }
+    int32_t read_int32() {
+        if (!need(4)) return 0;
+        const std::byte* at = data_ + position_;
+        uint32_t value = (uint32_t(at[0]) << 24) | (uint32_t(at[1]) << 16) | (uint32_t(at[2]) << 8) | uint32_t(at[3]);
+        position_ += 4;
+        return static_cast<int32_t>(value);
+    }
     int64_t read_int64();
-    uint32_t read_unsigned_varint();  // at most 5 bytes
-    int32_t read_varint();            // zig-zag, at most 5 bytes
-    int64_t read_varlong();           // zig-zag, at most 10 bytes
-    void skip(size_t count);
+    uint32_t read_unsigned_varint() {  // at most 5 bytes
+        uint64_t raw;
+        if (short_varint(raw)) return static_cast<uint32_t>(raw);
+        return read_unsigned_varint_slow();
+    }
+    int32_t read_varint() {  // zig-zag, at most 5 bytes
+        uint32_t raw = read_unsigned_varint();
+        return static_cast<int32_t>((raw >> 1) ^ (~(raw & 1) + 1));
+    }
+    int64_t read_varlong() {  // zig-zag, at most 10 bytes
+        uint64_t raw;
+        if (!short_varint(raw)) raw = read_unsigned_varlong_slow();
+        return static_cast<int64_t>((raw >> 1) ^ (~(raw & 1) + 1));
+    }
+    void skip(size_t count) {
+        if (need(count)) position_ += count;
+    }
     // Copies `count` bytes at the current position into `out` (appending) and advances;
     // the same call exists on segmented_reader so generated walkers serve both.
     void read_into(size_t count, std::string& out) {
@@ -67,6 +96,25 @@ public:
     void skip_tagged_fields();
 
 private:
+    // A varint of one or two bytes (lengths under 8 KiB), decoded in place; false leaves
+    // everything else, errors included, to decode_unsigned_varint.
+    bool short_varint(uint64_t& raw) {
+        if (error_ != wire_error::none || size_ - position_ < 2) return false;
+        auto first = static_cast<uint8_t>(data_[position_]);
+        if (!(first & 0x80)) {
+            raw = first;
+            position_ += 1;
+            return true;
+        }
+        auto second = static_cast<uint8_t>(data_[position_ + 1]);
+        if (second & 0x80) return false;
+        raw = uint64_t(first & 0x7f) | (uint64_t(second) << 7);
+        position_ += 2;
+        return true;
+    }
+    // Every length of varint, the errors included (decode_unsigned_varint).
+    uint32_t read_unsigned_varint_slow();
+    uint64_t read_unsigned_varlong_slow();
     // A string (int16 length) or bytes field (int32 length), compact when flexible.
     std::optional<std::span<const std::byte>> read_length_prefixed(bool flexible, bool int16_length, bool nullable);
     bool need(size_t count) {

@@ -184,6 +184,18 @@ TEST(record_batch, last_header_wins) {
     record_view record;
     ASSERT_TRUE(reader.next(record));
     EXPECT_EQ(load_int32_be(find_last_header(record, "kpr.vp")->value->data()), 2);
+
+    // The one-pass form (the fetch path's) notes the same header as find_last_header.
+    record_view parsed;
+    size_t consumed = 0;
+    std::optional<record_header_view> noted;
+    ASSERT_EQ(parse_record(section, parsed, consumed, "kpr.vp", noted), batch_error::none);
+    EXPECT_EQ(consumed, section.size());
+    ASSERT_TRUE(noted && noted->value);
+    EXPECT_EQ(load_int32_be(noted->value->data()), 2);
+    EXPECT_EQ(noted->bytes.data(), find_last_header(record, "kpr.vp")->bytes.data());
+    ASSERT_EQ(parse_record(section, parsed, consumed, "absent", noted), batch_error::none);
+    EXPECT_FALSE(noted);
 }
 
 batch_error first_record_error(const bytes& section, int32_t count = 1) {
