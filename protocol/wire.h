@@ -25,6 +25,19 @@ enum class wire_error : uint8_t {
 
 const char* to_string(wire_error error);
 
+template <typename signed_type, typename unsigned_type>
+signed_type zigzag_decode(unsigned_type raw) {
+    return static_cast<signed_type>((raw >> 1) ^ (~(raw & 1) + 1));
+}
+
+inline int32_t load_int32_be(const std::byte* at) {
+    uint32_t value = (uint32_t(at[0]) << 24) | (uint32_t(at[1]) << 16) | (uint32_t(at[2]) << 8) | uint32_t(at[3]);
+    return static_cast<int32_t>(value);
+}
+inline int16_t load_int16_be(const std::byte* at) {
+    return static_cast<int16_t>((uint16_t(at[0]) << 8) | uint16_t(at[1]));
+}
+
 class wire_reader {
 public:
     wire_reader() = default;
@@ -41,7 +54,7 @@ public:
         position_ = size_;
     }
 
-    // The fixed-size reads, skip and the varints' one-byte case are inline: record and
+    // The fixed-size reads, skip and one- and two-byte varints are inline: record and
     // request walks call them for every field.
     int8_t read_int8() {
         if (!need(1)) return 0;
@@ -49,16 +62,15 @@ public:
     }
     int16_t read_int16() {
         if (!need(2)) return 0;
-        auto value = static_cast<int16_t>((uint16_t(data_[position_]) << 8) | uint16_t(data_[position_ + 1]));
+        int16_t value = load_int16_be(data_ + position_);
         position_ += 2;
         return value;
     }
     int32_t read_int32() {
         if (!need(4)) return 0;
-        const std::byte* at = data_ + position_;
-        uint32_t value = (uint32_t(at[0]) << 24) | (uint32_t(at[1]) << 16) | (uint32_t(at[2]) << 8) | uint32_t(at[3]);
+        int32_t value = load_int32_be(data_ + position_);
         position_ += 4;
-        return static_cast<int32_t>(value);
+        return value;
     }
     int64_t read_int64();
     uint32_t read_unsigned_varint() {  // at most 5 bytes
@@ -66,14 +78,11 @@ public:
         if (short_varint(raw)) return static_cast<uint32_t>(raw);
         return read_unsigned_varint_slow();
     }
-    int32_t read_varint() {  // zig-zag, at most 5 bytes
-        uint32_t raw = read_unsigned_varint();
-        return static_cast<int32_t>((raw >> 1) ^ (~(raw & 1) + 1));
-    }
+    int32_t read_varint() { return zigzag_decode<int32_t>(read_unsigned_varint()); }  // zig-zag, at most 5 bytes
     int64_t read_varlong() {  // zig-zag, at most 10 bytes
         uint64_t raw;
         if (!short_varint(raw)) raw = read_unsigned_varlong_slow();
-        return static_cast<int64_t>((raw >> 1) ^ (~(raw & 1) + 1));
+        return zigzag_decode<int64_t>(raw);
     }
     void skip(size_t count) {
         if (need(count)) position_ += count;
@@ -173,18 +182,6 @@ unsigned_type decode_unsigned_varint(reader_type& reader) {
     return 0;
 }
 
-template <typename signed_type, typename unsigned_type>
-signed_type zigzag_decode(unsigned_type raw) {
-    return static_cast<signed_type>((raw >> 1) ^ (~(raw & 1) + 1));
-}
-
-inline int32_t load_int32_be(const std::byte* at) {
-    uint32_t value = (uint32_t(at[0]) << 24) | (uint32_t(at[1]) << 16) | (uint32_t(at[2]) << 8) | uint32_t(at[3]);
-    return static_cast<int32_t>(value);
-}
-inline int16_t load_int16_be(const std::byte* at) {
-    return static_cast<int16_t>((uint16_t(at[0]) << 8) | uint16_t(at[1]));
-}
 inline void store_int32_be(std::byte* at, int32_t value) {
     uint32_t v = static_cast<uint32_t>(value);
     at[0] = std::byte(v >> 24);
