@@ -48,8 +48,8 @@ LATENCY_SLACK_MS = 100.0 * SLACK_SCALE
 # A fetch of a mapped topic takes several upstream rounds (the 2.0.2 mock answers one batch
 # per partition and fetch, and the neighbours' batches lie between), and the mock's answers
 # now and then wait about 44 ms for the next one to go out (seen direct too: p99 = 500 + 44):
-# measured p50 at direct + 100..130 ms.
-MAPPED_P50_SLACK_MS = 250.0 * SLACK_SCALE
+# measured p50 at direct + 100..130 ms. The same slack holds for p95.
+MAPPED_SLACK_MS = 250.0 * SLACK_SCALE
 # How long the proxy goes on reading ahead past max_wait (scan_overtime_ms_max in
 # proxy/handlers/fetch.cc).
 SCAN_OVERTIME_MS = 1000
@@ -345,17 +345,20 @@ def test_pipelined_mapped_answers_with_records(mapped_stats, direct_stats):
     past max_wait."""
     report = _report("mapped through the proxy", mapped_stats, direct_stats)
     _check_no_stalls(report, mapped_stats, direct_stats)
-    _check_latency(report, 0.5, mapped_stats, direct_stats, MAPPED_P50_SLACK_MS)
+    _check_latency(report, 0.5, mapped_stats, direct_stats, MAPPED_SLACK_MS)
 
 
 def test_pipelined_mapped_tail_latency_as_direct(mapped_stats, direct_stats):
-    """The tail: p95 within the slack of direct, and no fetch longer than the proxy's own
-    bound for a mapped fetch (max_wait, then reading ahead through what the broker holds
-    for at most SCAN_OVERTIME_MS more). About 120 fetches per run make p99 the second
-    slowest: it was compared with direct + 100 ms once and one scheduling hiccup of a loaded
-    CI machine (712 ms against 648) failed it, so the hard bound is on the maximum."""
+    """The tail: p95 within the mapped slack of direct (a mapped fetch's several upstream
+    rounds, as for p50), and no fetch longer than the proxy's own bound for a mapped fetch
+    (max_wait, then reading ahead through what the broker holds for at most
+    SCAN_OVERTIME_MS more). About 120 fetches per run make p99 the second slowest: it was
+    compared with direct + 100 ms once and one scheduling hiccup of a loaded CI machine
+    (712 ms against 648) failed it; p95 with the same 100 ms came within 11 ms of failing
+    on a loaded machine here (633 ms against 544), where more than 5% of the fetches take
+    the extra rounds. So the hard bound is on the maximum."""
     report = _report("mapped through the proxy", mapped_stats, direct_stats)
-    _check_latency(report, 0.95, mapped_stats, direct_stats, LATENCY_SLACK_MS)
+    _check_latency(report, 0.95, mapped_stats, direct_stats, MAPPED_SLACK_MS)
     slowest = max(mapped_stats.latencies_ms)
     assert slowest <= MAX_WAIT_MS + SCAN_OVERTIME_MS + LATENCY_SLACK_MS, (
         f"{report}: the slowest fetch took {slowest:.0f} ms, more than max_wait + "
