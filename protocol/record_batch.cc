@@ -69,8 +69,9 @@ batch_error parse_header(wire_reader& reader, record_header_view& header) {
 }
 
 // Attributes through the headers count; the reader spans exactly the record body.
-batch_error parse_record_body(wire_reader& body, record_view& record, std::string_view key = {},
-                              std::optional<record_header_view>* last_with_key = nullptr) {
+// With `last_with_key`, notes the last header whose key is `key` on the way.
+batch_error parse_record_body(wire_reader& body, record_view& record, std::string_view key,
+                              std::optional<record_header_view>* last_with_key) {
     record.attributes = body.read_int8();
     record.timestamp_delta = body.read_varlong();
     record.offset_delta = body.read_varint();
