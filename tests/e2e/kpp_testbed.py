@@ -209,6 +209,15 @@ class MockCluster:
         reply = self._process.command(f"topic {name}")
         return int(reply.split()[-1])
 
+    def set_leader(self, topic: str, partition: int, broker_id: int) -> None:
+        """mock202 only: the 2.0.2 mock picks each partition's leader at random."""
+        self._process.command(f"leader {topic} {partition} {broker_id}")
+
+    def spread_leaders(self, topic: str, partitions: int) -> None:
+        """Leads partition p from broker p % N + 1, so every broker leads some of the topic."""
+        for partition in range(partitions):
+            self.set_leader(topic, partition, partition % self.broker_count + 1)
+
     def broker_down(self, broker_id: int) -> None:
         self._process.command(f"down {broker_id}")
 
