@@ -305,25 +305,42 @@ void client_session::finish_exchange_slot(response_slot& slot, std::vector<react
     }
 }
 
-bool client_session::produce_expects_response(const protocol::frame& request) {
-    // acks=0 Produce requests get no response from the broker, so no slot may wait for one.
-    std::vector<std::byte> prefix(std::min<size_t>(request.size_bytes, produce_prefix_bytes_max));
-    request.copy_out(0, prefix);
-    protocol::wire_error error = protocol::wire_error::none;
+namespace {
+
+// The acks of a Produce whose first bytes are `prefix`; the error when they do not hold it.
+std::optional<int16_t> produce_acks(std::span<const std::byte> prefix, protocol::wire_error& error) {
     auto header = protocol::parse_request_header(prefix, error);
-    if (!header) {
-        abort(std::string("malformed Produce request header: ") + protocol::to_string(error));
-        return false;
-    }
-    protocol::wire_reader reader(std::span<const std::byte>(prefix).subspan(header->header_bytes));
+    if (!header) return std::nullopt;
+    protocol::wire_reader reader(prefix.subspan(header->header_bytes));
     int16_t version = header->fixed.api_version;
     if (version >= 3) reader.read_string(version >= 9, true);  // transactional_id
     int16_t acks = reader.read_int16();
-    if (!reader.ok()) {
-        abort(std::string("malformed Produce request: ") + protocol::to_string(reader.error()));
+    error = reader.error();
+    if (!reader.ok()) return std::nullopt;
+    return acks;
+}
+
+}  // namespace
+
+bool client_session::produce_expects_response(const protocol::frame& request) {
+    // acks=0 Produce requests get no response from the broker, so no slot may wait for one.
+    // The client id and transactional id are short in practice: a prefix on the stack holds
+    // them, and only when it does not is the longest possible prefix copied (both ids can be
+    // 32 KiB). Copying that much of every Produce cost more than forwarding it.
+    std::array<std::byte, 512> small;
+    protocol::wire_error error = protocol::wire_error::none;
+    size_t small_bytes = request.copy_out(0, small);
+    std::optional<int16_t> acks = produce_acks(std::span<const std::byte>(small.data(), small_bytes), error);
+    if (!acks && error == protocol::wire_error::truncated && small_bytes < request.size_bytes) {
+        std::vector<std::byte> prefix(std::min<size_t>(request.size_bytes, produce_prefix_bytes_max));
+        request.copy_out(0, prefix);
+        acks = produce_acks(prefix, error);
+    }
+    if (!acks) {
+        abort(std::string("malformed Produce request: ") + protocol::to_string(error));
         return false;
     }
-    return acks != 0;
+    return *acks != 0;
 }
 
 void client_session::report_conformance(const char* direction, const protocol::conformance_problem& problem) {
