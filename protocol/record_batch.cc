@@ -43,7 +43,8 @@ batch_error from_wire(wire_error error) {
 }
 
 // A varint-prefixed byte field: -1 is null when `nullable`, anything below is refused.
-batch_error read_varint_bytes(wire_reader& reader, bool nullable, std::optional<std::span<const std::byte>>& field) {
+// Inline, as the record parse below: they run for every record a Produce tags.
+[[gnu::always_inline]] inline batch_error read_varint_bytes(wire_reader& reader, bool nullable, std::optional<std::span<const std::byte>>& field) {
     int32_t length = reader.read_varint();
     if (!reader.ok()) return from_wire(reader.error());
     if (length < -1 || (length == -1 && !nullable)) return batch_error::negative_length;
@@ -70,7 +71,7 @@ batch_error parse_header(wire_reader& reader, record_header_view& header) {
 
 // Attributes through the headers count; the reader spans exactly the record body.
 // With `last_with_key`, notes the last header whose key is `key` on the way.
-batch_error parse_record_body(wire_reader& body, record_view& record, std::string_view key,
+[[gnu::always_inline]] inline batch_error parse_record_body(wire_reader& body, record_view& record, std::string_view key,
                               std::optional<record_header_view>* last_with_key) {
     record.attributes = body.read_int8();
     record.timestamp_delta = body.read_varlong();
@@ -150,13 +151,15 @@ namespace {
 
 batch_error parse_record_noting(std::span<const std::byte> input, record_view& record, size_t& consumed,
                                 std::string_view key, std::optional<record_header_view>* last_with_key) {
-    size_t size_bytes = 0;
-    if (batch_error error = record_size(input, size_bytes); error != batch_error::none) return error;
+    // The length varint, read once (what record_size reads).
+    wire_reader length_reader(input);
+    int32_t length = length_reader.read_varint();
+    if (!length_reader.ok()) return from_wire(length_reader.error());
+    if (length < 0) return batch_error::negative_length;
+    size_t size_bytes = length_reader.position() + size_t(length);
     if (size_bytes > input.size()) return batch_error::truncated;
     record = record_view{};
     record.bytes = input.first(size_bytes);
-    wire_reader length_reader(input);
-    length_reader.read_varint();
     record.body_at = uint32_t(length_reader.position());
     wire_reader body(record.bytes.subspan(record.body_at));
     if (last_with_key) last_with_key->reset();
@@ -179,22 +182,91 @@ batch_error parse_record(std::span<const std::byte> input, record_view& record, 
     return parse_record_noting(input, record, consumed, key, &last_with_key);
 }
 
-bool record_reader::next(record_view& record) {
-    if (error_ != batch_error::none) return false;
-    if (records_left_ == 0) {
-        if (position_ != section_.size()) error_ = batch_error::record_count_mismatch;
-        return false;
+namespace {
+
+// The raw bits of a varint of fewer than `bytes_max` bytes at `at`, below `end` (zig-zag
+// still to undo). False on anything else (running out, a longer encoding): the caller then
+// asks parse_record, which decodes every length and names the error.
+template <int bytes_max>
+[[gnu::always_inline]] inline bool plain_varint_raw(const std::byte*& at, const std::byte* end, uint64_t& raw) {
+    if (at == end) return false;
+    auto first = uint8_t(at[0]);
+    if (!(first & 0x80)) {  // one byte and two: almost every length and delta
+        ++at;
+        raw = first;
+        return true;
     }
-    if (position_ == section_.size()) {
-        error_ = batch_error::record_count_mismatch;
-        return false;
+    if (end - at >= 2 && !(uint8_t(at[1]) & 0x80)) {
+        raw = uint64_t(first & 0x7f) | (uint64_t(uint8_t(at[1])) << 7);
+        at += 2;
+        return true;
     }
-    size_t consumed = 0;
-    error_ = parse_record(section_.subspan(position_), record, consumed);
-    if (error_ != batch_error::none) return false;
-    position_ += consumed;
-    --records_left_;
+    raw = 0;
+    for (int index = 0; index < bytes_max - 1 && at != end; ++index) {
+        auto byte = uint8_t(*at++);
+        raw |= uint64_t(byte & 0x7f) << (7 * index);
+        if (!(byte & 0x80)) return true;
+    }
+    return false;
+}
+
+// The same, decoded.
+template <int bytes_max>
+[[gnu::always_inline]] inline bool plain_varint(const std::byte*& at, const std::byte* end, int64_t& value) {
+    uint64_t raw = 0;
+    if (!plain_varint_raw<bytes_max>(at, end, raw)) return false;
+    value = int64_t(raw >> 1) ^ -int64_t(raw & 1);
     return true;
+}
+
+// A varint-prefixed byte field (null allowed when `nullable`) that fits before `end`.
+[[gnu::always_inline]] inline bool plain_bytes_field(const std::byte*& at, const std::byte* end, bool nullable) {
+    int64_t length = 0;
+    if (!plain_varint<5>(at, end, length) || length < (nullable ? -1 : 0) || length > end - at) return false;
+    if (length > 0) at += length;
+    return true;
+}
+
+[[gnu::cold, gnu::noinline]] batch_error scan_record_carefully(std::span<const std::byte> input, record_layout& layout,
+                                                         size_t& consumed) {
+    record_view record;
+    batch_error error = parse_record(input, record, consumed);
+    if (error == batch_error::none) layout = record;
+    return error;
+}
+
+}  // namespace
+
+batch_error scan_record(std::span<const std::byte> input, record_layout& layout, size_t& consumed) {
+    const std::byte* at = input.data();
+    const std::byte* const input_end = at + input.size();
+    int64_t length = 0;
+    if (!plain_varint<5>(at, input_end, length) || length < 0 || length > input_end - at)
+        return scan_record_carefully(input, layout, consumed);
+    const std::byte* const body = at;
+    const std::byte* const end = at + length;
+    uint64_t ignored = 0;
+    if (end == at) return scan_record_carefully(input, layout, consumed);
+    ++at;  // attributes
+    if (!plain_varint_raw<10>(at, end, ignored) || !plain_varint_raw<5>(at, end, ignored) ||  // timestamp, offset deltas
+        !plain_bytes_field(at, end, true) || !plain_bytes_field(at, end, true))      // key, value
+        return scan_record_carefully(input, layout, consumed);
+    const std::byte* const count_at = at;
+    int64_t headers_count = 0;
+    if (!plain_varint<5>(at, end, headers_count) || headers_count < 0 || headers_count > (end - at) / 2)
+        return scan_record_carefully(input, layout, consumed);
+    const std::byte* const headers_at = at;
+    for (int64_t index = 0; index < headers_count; ++index)
+        if (!plain_bytes_field(at, end, false) || !plain_bytes_field(at, end, true))
+            return scan_record_carefully(input, layout, consumed);
+    if (at != end) return scan_record_carefully(input, layout, consumed);
+    layout.bytes = input.first(size_t(end - input.data()));
+    layout.body_at = uint32_t(body - input.data());
+    layout.headers_count_at = uint32_t(count_at - input.data());
+    layout.headers_at = uint32_t(headers_at - input.data());
+    layout.headers_count = int32_t(headers_count);
+    consumed = layout.bytes.size();
+    return batch_error::none;
 }
 
 bool header_reader::next(record_header_view& header) {
@@ -240,20 +312,6 @@ bool batch_iterator::next(batch_entry& entry) {
     return true;
 }
 
-size_t encoded_varint_size(int32_t value) {
-    uint32_t raw = (uint32_t(value) << 1) ^ uint32_t(value >> 31);
-    size_t size = 1;
-    for (; raw >= 0x80; raw >>= 7) ++size;
-    return size;
-}
-
-size_t encode_varint(int32_t value, std::byte* out) {
-    uint32_t raw = (uint32_t(value) << 1) ^ uint32_t(value >> 31);
-    size_t size = 0;
-    for (; raw >= 0x80; raw >>= 7) out[size++] = std::byte(uint8_t(raw) | 0x80);
-    out[size++] = std::byte(raw);
-    return size;
-}
 
 namespace {
 

@@ -16,6 +16,7 @@
 #include <optional>
 #include <span>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "protocol/codecs.h"
@@ -112,19 +113,24 @@ batch_error validate_batch_header(std::span<const std::byte> batch);
 batch_error validate_batch(std::span<const std::byte> batch);
 
 // One record, as spans into the records section.
-struct record_view {
+// Where a record's parts lie: what splicing a header into it needs.
+struct record_layout {
     std::span<const std::byte> bytes;  // the whole record, its length varint included
     uint32_t body_at = 0;              // offset in `bytes` of attributes (after the length varint)
     uint32_t headers_count_at = 0;     // offset in `bytes` of the headers count varint
     uint32_t headers_at = 0;           // offset in `bytes` of the first header
+    int32_t headers_count = 0;
+
+    std::span<const std::byte> headers() const { return bytes.subspan(headers_at); }
+};
+
+// A parsed record: its layout and its fields' values.
+struct record_view : record_layout {
     int8_t attributes = 0;
     int64_t timestamp_delta = 0;
     int32_t offset_delta = 0;
     std::optional<std::span<const std::byte>> key;
     std::optional<std::span<const std::byte>> value;
-    int32_t headers_count = 0;
-
-    std::span<const std::byte> headers() const { return bytes.subspan(headers_at); }
 };
 
 struct record_header_view {
@@ -141,6 +147,12 @@ batch_error parse_record(std::span<const std::byte> input, record_view& record, 
 batch_error parse_record(std::span<const std::byte> input, record_view& record, size_t& consumed,
                          std::string_view key, std::optional<record_header_view>& last_with_key);
 
+// The layout of the record at the start of `input`, checked as parse_record checks it but
+// without decoding the values (tens of instructions a record: the Produce path scans every
+// record it tags). A record parse_record refuses is refused with the same error, and one it
+// accepts gets the same layout: anything but the plain case is handed to parse_record.
+batch_error scan_record(std::span<const std::byte> input, record_layout& layout, size_t& consumed);
+
 // Size of the record at the start of `input` (length varint plus length) from its first
 // bytes; truncated when even the length varint is incomplete.
 batch_error record_size(std::span<const std::byte> input, size_t& size_bytes);
@@ -154,11 +166,35 @@ public:
         if (records_count < 0) error_ = batch_error::negative_length;
     }
     // False at the end or on an error; then error() tells which.
-    bool next(record_view& record);
+    bool next(record_view& record) { return advance(record); }
+    // The same with scan_record: the layout only.
+    bool next(record_layout& layout) { return advance(layout); }
     batch_error error() const { return error_; }
     size_t position() const { return position_; }
 
 private:
+    template <typename parsed_type>
+    bool advance(parsed_type& parsed) {
+        if (error_ != batch_error::none) return false;
+        if (records_left_ == 0) {
+            if (position_ != section_.size()) error_ = batch_error::record_count_mismatch;
+            return false;
+        }
+        if (position_ == section_.size()) {
+            error_ = batch_error::record_count_mismatch;
+            return false;
+        }
+        size_t consumed = 0;
+        if constexpr (std::is_same_v<parsed_type, record_view>)
+            error_ = parse_record(section_.subspan(position_), parsed, consumed);
+        else
+            error_ = scan_record(section_.subspan(position_), parsed, consumed);
+        if (error_ != batch_error::none) return false;
+        position_ += consumed;
+        --records_left_;
+        return true;
+    }
+
     std::span<const std::byte> section_;
     size_t position_ = 0;
     int32_t records_left_;
@@ -167,7 +203,7 @@ private:
 
 class header_reader {
 public:
-    explicit header_reader(const record_view& record)
+    explicit header_reader(const record_layout& record)
         : headers_(record.headers()), headers_left_(record.headers_count) {}
     bool next(record_header_view& header);
     batch_error error() const { return error_; }
@@ -249,7 +285,19 @@ void append_record(const record_input& record, std::vector<std::byte>& out);
 
 // Zig-zag varint encoding, as record lengths and header counts use.
 constexpr size_t varint_bytes_max = 5;
-size_t encoded_varint_size(int32_t value);
-size_t encode_varint(int32_t value, std::byte* out);  // out needs varint_bytes_max bytes
+// Inline: the Produce path writes two for every record it tags.
+inline size_t encoded_varint_size(int32_t value) {
+    uint32_t raw = (uint32_t(value) << 1) ^ uint32_t(value >> 31);
+    size_t size = 1;
+    for (; raw >= 0x80; raw >>= 7) ++size;
+    return size;
+}
+inline size_t encode_varint(int32_t value, std::byte* out) {  // out needs varint_bytes_max bytes
+    uint32_t raw = (uint32_t(value) << 1) ^ uint32_t(value >> 31);
+    size_t size = 0;
+    for (; raw >= 0x80; raw >>= 7) out[size++] = std::byte(uint8_t(raw) | 0x80);
+    out[size++] = std::byte(raw);
+    return size;
+}
 
 }  // namespace kpp::protocol

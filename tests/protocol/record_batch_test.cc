@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -198,11 +199,40 @@ TEST(record_batch, last_header_wins) {
     EXPECT_FALSE(noted);
 }
 
+// scan_record against parse_record on one input: the same error, and when both accept it,
+// the same size and layout.
+void expect_scan_agrees(std::span<const std::byte> input, const std::string& what) {
+    record_view parsed;
+    record_layout scanned;
+    size_t parsed_bytes = 0, scanned_bytes = 0;
+    batch_error parse_error = parse_record(input, parsed, parsed_bytes);
+    batch_error scan_error = scan_record(input, scanned, scanned_bytes);
+    ASSERT_EQ(scan_error, parse_error) << what << ": scan says " << to_string(scan_error) << ", parse says "
+                                       << to_string(parse_error);
+    if (parse_error != batch_error::none) return;
+    EXPECT_EQ(scanned_bytes, parsed_bytes) << what;
+    EXPECT_EQ(scanned.bytes.data(), parsed.bytes.data()) << what;
+    EXPECT_EQ(scanned.bytes.size(), parsed.bytes.size()) << what;
+    EXPECT_EQ(scanned.body_at, parsed.body_at) << what;
+    EXPECT_EQ(scanned.headers_count_at, parsed.headers_count_at) << what;
+    EXPECT_EQ(scanned.headers_at, parsed.headers_at) << what;
+    EXPECT_EQ(scanned.headers_count, parsed.headers_count) << what;
+}
+
+// The error of the section's records, read with parse_record; the same walk with
+// scan_record must end the same way.
 batch_error first_record_error(const bytes& section, int32_t count = 1) {
     record_reader reader(section, count);
     record_view record;
     while (reader.next(record)) {
     }
+    record_reader scanner(section, count);
+    record_layout layout;
+    while (scanner.next(layout)) {
+    }
+    EXPECT_EQ(scanner.error(), reader.error()) << "scan_record and parse_record disagree";
+    EXPECT_EQ(scanner.position(), reader.position());
+    if (!section.empty()) expect_scan_agrees(section, "first record");
     return reader.error();
 }
 
@@ -279,6 +309,40 @@ TEST(record_batch, truncation_and_lying_lengths) {
     bytes many_headers = record_body(0, 0, "k", "v");
     many_headers.back() = std::byte(0x7e);  // 63 headers, no bytes for them
     EXPECT_EQ(first_record_error(with_length(many_headers)), batch_error::invalid_length);
+}
+
+TEST(record_batch, scan_agrees_with_parse_on_every_cut_and_every_flipped_byte) {
+    // Records whose varints take one to ten bytes, null and empty fields, headers (the tag's
+    // key among them), and every prefix and single-byte change of each.
+    std::vector<bytes> records = {
+        with_length(record_body(0, 0, std::nullopt, std::nullopt)),
+        with_length(record_body(0, 0, "", "")),
+        with_length(record_body(-1, 63, "k", std::string(100, 'v'))),
+        with_length(record_body(-70000, 64, std::string(300, 'k'), std::string(20000, 'v'), {{"h", "x"}})),
+        with_length(record_body(int64_t(1) << 40, 1 << 20, "key", "value",
+                                {{"kpr.vp", std::string("\0\0\0\7", 4)}, {"", std::nullopt}, {"trace", ""}})),
+        with_length(record_body(INT64_MIN, INT32_MIN, std::nullopt, "v", {{std::string(200, 'h'), "x"}})),
+        with_length(record_body(INT64_MAX, INT32_MAX, "k", std::nullopt)),
+    };
+    for (size_t index = 0; index < records.size(); ++index) {
+        const bytes& record = records[index];
+        std::string name = "record " + std::to_string(index);
+        expect_scan_agrees(record, name);
+        for (size_t keep = 0; keep < record.size(); ++keep)
+            expect_scan_agrees(std::span(record).first(keep), name + " cut to " + std::to_string(keep));
+        // Bytes after the record are not its own.
+        bytes followed = record;
+        put(followed, {0x01, 0x80, 0xff});
+        expect_scan_agrees(followed, name + " followed by more bytes");
+        size_t positions = std::min<size_t>(record.size(), 400);  // the long value's bytes are alike
+        for (size_t at = 0; at < positions; ++at)
+            for (int value : {0x00, 0x01, 0x02, 0x03, 0x7e, 0x7f, 0x80, 0x81, 0xfe, 0xff,
+                              (int(record[at]) + 1) & 0xff, (int(record[at]) + 0xff) & 0xff}) {
+                bytes changed = record;
+                changed[at] = std::byte(value);
+                expect_scan_agrees(changed, name + " with byte " + std::to_string(at) + " = " + std::to_string(value));
+            }
+    }
 }
 
 TEST(record_batch, record_size_from_the_first_bytes) {
