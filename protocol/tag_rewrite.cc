@@ -25,52 +25,93 @@ size_t encode_tag_header(std::string_view tag_key, int32_t virtual_partition, st
 
 namespace {
 
+// Copies a few bytes without a call: the length and count varints and the tag header are a
+// handful of bytes each, and a call to memcpy costs more than the copy (overlapping
+// fixed-size moves cover every size up to 16).
+inline void copy_few(std::byte* to, const std::byte* from, size_t size) {
+    if (size >= 8) {
+        if (size > 16) {
+            std::memcpy(to, from, size);
+            return;
+        }
+        std::memcpy(to, from, 8);
+        std::memcpy(to + size - 8, from + size - 8, 8);
+    } else if (size >= 4) {
+        std::memcpy(to, from, 4);
+        std::memcpy(to + size - 4, from + size - 4, 4);
+    } else if (size > 0) {
+        to[0] = from[0];
+        to[size / 2] = from[size / 2];
+        to[size - 1] = from[size - 1];
+    }
+}
+
 // Output as slices: new bytes are written to one arena block per batch; original bytes are
-// referenced. Adjacent pieces of the same block merge, so a record costs about four iovecs.
+// referenced. Adjacent pieces merge, so a record costs about four iovecs when its bytes are
+// referenced, and a batch whose runs are all copied comes out as one piece.
 class slice_sink {
 public:
     slice_sink(const byte_slice& input, shared_bytes arena, uint32_t reference_bytes_min, size_t pieces_expected)
-        : input_(input), arena_(std::move(arena)), reference_bytes_min_(reference_bytes_min) {
+        : input_(input), arena_(std::move(arena)), arena_data_(arena_.data()), arena_size_(arena_.size()),
+          reference_bytes_min_(reference_bytes_min) {
         pieces_.reserve(pieces_expected);
     }
 
     // New bytes; returns where they went so the batch header can be patched later.
-    std::byte* fresh(std::span<const std::byte> bytes) {
-        assert(cursor_ + bytes.size() <= arena_.size());
-        std::byte* at = arena_.data() + cursor_;
-        if (!bytes.empty()) std::memcpy(at, bytes.data(), bytes.size());
-        append(arena_, cursor_, bytes.size());
-        cursor_ += bytes.size();
+    [[gnu::always_inline]] std::byte* fresh(std::span<const std::byte> bytes) {
+        std::byte* at = claim(bytes.size());
+        copy_few(at, bytes.data(), bytes.size());
         return at;
     }
+    // A new varint, encoded in place.
+    [[gnu::always_inline]] void varint(int32_t value) { claim(encode_varint(value, arena_data_ + cursor_)); }
     // Bytes [offset, offset + length) of the input batch.
-    void original(size_t offset, size_t length) {
+    [[gnu::always_inline]] void original(size_t offset, size_t length) {
         if (length == 0) return;
         if (length < reference_bytes_min_) {
             fresh(input_.span().subspan(offset, length));
             return;
         }
-        append(input_.owner, input_.offset + offset, length);
+        size_t at = input_.offset + offset;
+        if (last_ == last_piece::input && input_end_ == at) {
+            pieces_.back().length += uint32_t(length);
+        } else {
+            pieces_.push_back(byte_slice{input_.owner, uint32_t(at), uint32_t(length)});
+            last_ = last_piece::input;
+        }
+        input_end_ = at + length;
     }
-    std::vector<byte_slice>& pieces() { return pieces_; }
+    std::vector<byte_slice>& pieces() {
+        assert(cursor_ <= arena_size_);
+        return pieces_;
+    }
 
 private:
-    void append(const shared_bytes& owner, size_t offset, size_t length) {
-        if (length == 0) return;
-        if (!pieces_.empty()) {
-            byte_slice& last = pieces_.back();
-            if (last.owner.data() == owner.data() && last.offset + last.length == offset) {
-                last.length += uint32_t(length);
-                return;
-            }
+    enum class last_piece { none, fresh, input };
+
+    // The next `size` bytes of the arena join the output.
+    // The arena is sized for the worst case (rewrite_uncompressed); pieces() checks it held.
+    [[gnu::always_inline]] std::byte* claim(size_t size) {
+        std::byte* at = arena_data_ + cursor_;
+        if (size == 0) return at;
+        if (last_ == last_piece::fresh) {
+            pieces_.back().length += uint32_t(size);
+        } else {
+            pieces_.push_back(byte_slice{arena_, uint32_t(cursor_), uint32_t(size)});
+            last_ = last_piece::fresh;
         }
-        pieces_.push_back(byte_slice{owner, uint32_t(offset), uint32_t(length)});
+        cursor_ += size;
+        return at;
     }
 
     const byte_slice& input_;
     shared_bytes arena_;
+    std::byte* arena_data_;
+    size_t arena_size_;
     uint32_t reference_bytes_min_;
     size_t cursor_ = 0;
+    last_piece last_ = last_piece::none;
+    size_t input_end_ = 0;  // where the last input piece ends, when last_ is input
     std::vector<byte_slice> pieces_;
 };
 
@@ -79,6 +120,10 @@ class vector_sink {
 public:
     vector_sink(std::span<const std::byte> input, std::vector<std::byte>& out) : input_(input), out_(out) {}
     void fresh(std::span<const std::byte> bytes) { out_.insert(out_.end(), bytes.begin(), bytes.end()); }
+    void varint(int32_t value) {
+        std::byte encoded[varint_bytes_max];
+        out_.insert(out_.end(), encoded, encoded + encode_varint(value, encoded));
+    }
     void original(size_t offset, size_t length) {
         auto run = input_.subspan(offset, length);
         out_.insert(out_.end(), run.begin(), run.end());
@@ -100,7 +145,7 @@ struct existing_tags {
     size_t bytes = 0;
 };
 
-existing_tags find_existing_tags(const record_view& record, std::string_view tag_key) {
+existing_tags find_existing_tags(const record_layout& record, std::string_view tag_key) {
     existing_tags found;
     // Almost no record carries the key already: a byte search rules it out without parsing.
     std::span<const std::byte> headers = record.headers();
@@ -119,7 +164,7 @@ existing_tags find_existing_tags(const record_view& record, std::string_view tag
 // Emits the headers of `record` except those with the tag key, as runs of original bytes.
 // `record_at` is where the record starts in the sink's input.
 template <typename sink_type>
-void emit_headers_without_tag(const record_view& record, size_t record_at, std::string_view tag_key,
+void emit_headers_without_tag(const record_layout& record, size_t record_at, std::string_view tag_key,
                               sink_type& sink) {
     size_t run_start = record.headers_at;
     header_reader reader(record);
@@ -136,18 +181,17 @@ void emit_headers_without_tag(const record_view& record, size_t record_at, std::
 // One record with the tag: new length, original body up to the headers count, new count,
 // original headers (without old tags), then the tag.
 template <typename sink_type>
-void emit_tagged_record(const record_view& record, size_t record_at, std::string_view tag_key, const tag_bytes& tag,
+void emit_tagged_record(const record_layout& record, size_t record_at, std::string_view tag_key, const tag_bytes& tag,
                         sink_type& sink) {
-    existing_tags old_tags = find_existing_tags(record, tag_key);
+    existing_tags old_tags = record.headers_count == 0 ? existing_tags{} : find_existing_tags(record, tag_key);
     int32_t headers_count = record.headers_count - old_tags.count + 1;
     size_t old_count_bytes = record.headers_at - record.headers_count_at;
     size_t new_count_bytes = encoded_varint_size(headers_count);
     size_t body_bytes = record.bytes.size() - record.body_at - old_count_bytes - old_tags.bytes + new_count_bytes +
                         tag.size;
-    std::byte varint[varint_bytes_max];
-    sink.fresh({varint, encode_varint(int32_t(body_bytes), varint)});
+    sink.varint(int32_t(body_bytes));
     sink.original(record_at + record.body_at, record.headers_count_at - record.body_at);
-    sink.fresh({varint, encode_varint(headers_count, varint)});
+    sink.varint(headers_count);
     if (old_tags.count == 0)
         sink.original(record_at + record.headers_at, record.bytes.size() - record.headers_at);
     else
@@ -160,7 +204,7 @@ template <typename sink_type>
 batch_error emit_tagged_records(std::span<const std::byte> section, size_t section_at, int32_t records_count,
                                 std::string_view tag_key, const tag_bytes& tag, sink_type& sink) {
     record_reader reader(section, records_count);
-    record_view record;
+    record_layout record;
     while (reader.next(record)) {
         size_t record_at = section_at + size_t(record.bytes.data() - section.data());
         emit_tagged_record(record, record_at, tag_key, tag, sink);
@@ -211,8 +255,10 @@ tag_rewrite_result rewrite_uncompressed(const byte_slice& batch, const tag_bytes
     size_t records_count = size_t(view.records_count());  // validated: at most section / 7
     size_t arena_bytes = batch_layout::header_bytes + records_count * (2 * varint_bytes_max + tag.size);
     if (options.reference_bytes_min > 0) arena_bytes += view.records_section().size();
-    // Per record: new length, body, new count, headers (the tag merges with the next length).
-    slice_sink sink(batch, shared_bytes::allocate(arena_bytes), options.reference_bytes_min, 4 * records_count + 2);
+    // Per record: new length, body, new count, headers (the tag merges with the next length),
+    // when every run is referenced; when short runs are copied, most batches come out whole.
+    size_t pieces_expected = options.reference_bytes_min > 0 ? 4 : 4 * records_count + 2;
+    slice_sink sink(batch, shared_bytes::allocate(arena_bytes), options.reference_bytes_min, pieces_expected);
     std::byte* header = sink.fresh(batch.span().first(batch_layout::header_bytes));
     apply_producer_patch(header, options);
     batch_error error = emit_tagged_records(view.records_section(), batch_layout::records_at, view.records_count(),

@@ -415,6 +415,11 @@ std::optional<int32_t> renumber(exchange_env& env, const std::string& topic, con
     }
 }
 
+// Runs of a client's record bytes shorter than this are copied into the rewritten batch
+// instead of referenced: a reference costs a slice with its count, an iovec and a CRC call,
+// more than copying a few hundred bytes; values of this size and larger stay referenced.
+constexpr uint32_t copy_record_runs_below_bytes = 512;
+
 bool tag_records(exchange_env& env, const byte_slice& whole, const partition_view& partition, int32_t virtual_partition,
                  int32_t physical_partitions, const alias_answers* aliases, const std::string& topic, bool acks,
                  entry_state& entry) {
@@ -423,6 +428,7 @@ bool tag_records(exchange_env& env, const byte_slice& whole, const partition_vie
     protocol::batch_entry batch;
     protocol::tag_rewrite_options options;
     options.tag_key = env.remap.tag_key;
+    options.reference_bytes_min = copy_record_runs_below_bytes;
     size_t batch_count = 0;
     bool any_transactional = false;
     {

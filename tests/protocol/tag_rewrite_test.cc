@@ -299,6 +299,34 @@ TEST(tag_rewrite, copying_small_runs_gives_the_same_bytes_with_fewer_pieces) {
     EXPECT_GT(referenced.pieces.size(), records.size());
 }
 
+TEST(tag_rewrite, with_a_copy_threshold_large_values_stay_referenced_and_the_rest_is_one_run) {
+    // The Produce path's setting: runs under 512 bytes copied, longer ones referenced.
+    std::vector<std::string> values = {"a", std::string(2000, 'B'), "c", "d", std::string(600, 'E'), "f"};
+    std::vector<record_input> records(values.size());
+    for (size_t index = 0; index < values.size(); ++index) {
+        records[index].value = bytes_of(values[index]);
+        records[index].offset_delta = int32_t(index);
+    }
+    built_batch built = build_record_batch(idempotent_fields(codec::none), records);
+    byte_slice input = as_slice(built.bytes);
+    tag_rewrite_options options;
+    options.reference_bytes_min = 512;
+    tag_rewrite_result mixed = rewrite_batch_tag(input, 9, options);
+    tag_rewrite_result referenced = rewrite_batch_tag(input, 9);
+    ASSERT_TRUE(mixed.ok() && referenced.ok());
+    EXPECT_EQ(flatten(mixed), flatten(referenced));
+    expect_tagged(decode_records(built.bytes), decode_records(flatten(mixed)), 9);
+    // The two long bodies are referenced; everything between them is copied into runs of
+    // new bytes: new, long, new, long, new.
+    std::vector<size_t> referenced_lengths;
+    for (const byte_slice& piece : mixed.pieces)
+        if (piece.owner.data() == input.owner.data()) referenced_lengths.push_back(piece.length);
+    ASSERT_EQ(referenced_lengths.size(), 2u);
+    EXPECT_GE(referenced_lengths[0], 2000u);
+    EXPECT_GE(referenced_lengths[1], 600u);
+    EXPECT_EQ(mixed.pieces.size(), 5u);
+}
+
 TEST(tag_rewrite, control_batches_pass_unchanged) {
     std::string key = std::string("\0\0\0\1", 4), value = std::string(6, '\0');
     std::vector<record_input> records(1);
