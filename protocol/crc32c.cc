@@ -111,6 +111,8 @@ __attribute__((target("sse4.2"))) uint32_t hardware_three_way(uint32_t crc, cons
                                                               const shift_tables& shift) {
     while (size >= 3 * block_bytes) {
         uint64_t stream0 = crc, stream1 = 0, stream2 = 0;
+        // Unrolled: the loop's own add, compare and branch were a third of its instructions.
+#pragma GCC unroll 8
         for (size_t at = 0; at < block_bytes; at += 8) {
             stream0 = _mm_crc32_u64(stream0, load_u64(data + at));
             stream1 = _mm_crc32_u64(stream1, load_u64(data + block_bytes + at));
