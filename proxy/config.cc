@@ -29,6 +29,7 @@ constexpr int64_t frame_bytes_min = 1024;
 constexpr int64_t frame_bytes_limit = int64_t{1} << 30;
 constexpr int64_t threads_max = 1024;
 constexpr int64_t spin_before_sleep_us_max = 10000;
+constexpr int64_t fetch_window_bytes_max = int64_t(1) << 30;
 constexpr std::size_t topic_name_bytes_max = 249;  // Kafka's own limit
 constexpr std::string_view regex_metacharacters = ".*+?[](){}|^$\\";
 constexpr std::string_view protocol_names = "PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL";
@@ -556,7 +557,7 @@ topic_mapping_rule parse_topic_rule(const std::string& pattern, const YAML::Node
 
 void parse_mapping(const section& root, mapping_settings& out) {
   section mapping = root.child("mapping", {"virtual_partitions", "physical_partitions", "offset_range",
-                                           "topics", "tag_header"});
+                                           "topics", "tag_header", "fetch_window_bytes"});
   if (mapping.get("virtual_partitions") || mapping.get("physical_partitions")) {
     read_partition_pair(mapping, out.virtual_partitions, out.physical_partitions, {0, 0}, "");
     check_partition_pair(out.virtual_partitions, out.physical_partitions, "mapping");
@@ -564,6 +565,7 @@ void parse_mapping(const section& root, mapping_settings& out) {
   read_offset_range(mapping, out.offset_range_given);
   read_string(mapping, "tag_header", out.tag_header);
   if (out.tag_header.empty()) fail(mapping.key_of("tag_header"), "must not be empty");
+  read_integer(mapping, "fetch_window_bytes", out.fetch_window_bytes, 0, fetch_window_bytes_max);
 
   auto topics = mapping.get("topics");
   if (!topics) return;

@@ -122,6 +122,9 @@ struct mapping_settings {
   int32_t virtual_partitions = 0, physical_partitions = 0;
   std::vector<topic_mapping_rule> topics;  // in file order, which decides regex precedence
   std::string tag_header = "kpr.vp";
+  // Shared fetch: bytes of recent broker answers each core keeps for the consumers of other
+  // virtual partitions of the same physical one (remap/fetch_window.h); 0 turns it off.
+  uint64_t fetch_window_bytes = uint64_t(2) << 20;
   bool offset_range_given = false;  // accepted for compatibility, ignored (see warnings)
   bool operator==(const mapping_settings&) const = default;
 };

@@ -126,8 +126,13 @@ std::optional<reactor::byte_slice> response_body(const protocol::frame& response
 }
 
 void slices_of(const protocol::frame& frame, size_t offset, size_t length, std::vector<reactor::byte_slice>& out) {
+    slices_of(std::span<const reactor::byte_slice>(frame.pieces), offset, length, out);
+}
+
+void slices_of(std::span<const reactor::byte_slice> pieces, size_t offset, size_t length,
+               std::vector<reactor::byte_slice>& out) {
     size_t piece_start = 0;
-    for (const auto& piece : frame.pieces) {
+    for (const auto& piece : pieces) {
         if (length == 0) return;
         size_t piece_end = piece_start + piece.length;
         if (offset < piece_end) {

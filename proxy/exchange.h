@@ -152,6 +152,9 @@ std::vector<reactor::byte_slice> response_pieces(int16_t api_key, int16_t versio
 std::optional<reactor::byte_slice> response_body(const protocol::frame& response, int16_t api_key, int16_t version);
 // Appends slices covering [offset, offset + length) of a frame's body.
 void slices_of(const protocol::frame& frame, size_t offset, size_t length, std::vector<reactor::byte_slice>& out);
+// The same over bytes that lie in `pieces`, one after the other.
+void slices_of(std::span<const reactor::byte_slice> pieces, size_t offset, size_t length,
+               std::vector<reactor::byte_slice>& out);
 // The pieces of a frame's body covering [offset, offset + length), as spans.
 std::vector<std::span<const std::byte>> spans_of(const protocol::frame& frame, size_t offset, size_t length);
 // Kafka error codes the exchanges answer with.

@@ -280,6 +280,14 @@ std::vector<prometheus::MetricFamily> metrics_registry::Collect() const {
                 &shard_metrics::fetch_scan_rounds);
     add_counter("kpp_fetch_hint_skipped_offsets_total", "Offsets skipped thanks to skip hints",
                 &shard_metrics::fetch_hint_skipped_offsets);
+    add_counter("kpp_fetch_window_rounds_total",
+                "Physical partition rounds of Fetch requests served from the shared fetch window, not the broker",
+                &shard_metrics::fetch_window_rounds);
+    add_counter("kpp_fetch_window_bytes_total", "Records bytes Fetch requests read from the shared fetch window",
+                &shard_metrics::fetch_window_bytes);
+    add_counter("kpp_fetch_window_joins_total",
+                "Fetch requests that waited for another request's fetch of the same partition instead of sending one",
+                &shard_metrics::fetch_window_joins);
     add_counter("kpp_produce_tagged_batches_total", "Record batches tagged with their virtual partition",
                 &shard_metrics::produce_tagged_batches);
     add_counter("kpp_produce_extra_requests_total",

@@ -96,6 +96,9 @@ struct alignas(64) shard_metrics {
     // Virtual partitions (fetch demultiplexing and scan-ahead); bytes read and delivered are
     // counted per topic (topic_counters).
     std::atomic<uint64_t> fetch_scan_rounds{0};      // extra physical fetches made by scan-ahead
+    std::atomic<uint64_t> fetch_window_rounds{0};    // physical partition rounds served from the fetch window
+    std::atomic<uint64_t> fetch_window_bytes{0};     // records bytes those rounds read from the window
+    std::atomic<uint64_t> fetch_window_joins{0};     // waits for another request's fetch instead of a new one
     std::atomic<uint64_t> fetch_hint_skipped_offsets{0};  // offsets skipped thanks to skip hints
     std::atomic<uint64_t> produce_tagged_batches{0};
     std::atomic<uint64_t> produce_extra_requests{0};    // physical requests beyond one per client request

@@ -14,6 +14,7 @@
 #include <unordered_set>
 
 #include "proxy/config.h"
+#include "remap/fetch_window.h"
 #include "remap/mapping.h"
 #include "remap/skip_hints.h"
 
@@ -63,7 +64,8 @@ private:
 
 struct remap_state {
     remap_state(const proxy_config& config, topic_names& names, virtual_ends& ends)
-        : mappings(config.mapping), names(names), ends(ends), tag_key(config.mapping.tag_header) {}
+        : mappings(config.mapping), names(names), ends(ends), tag_key(config.mapping.tag_header),
+          window(config.mapping.fetch_window_bytes) {}
 
     mapping_registry mappings;
     skip_hints hints;
@@ -74,6 +76,8 @@ struct remap_state {
     std::unordered_set<std::string> default_mismatch_warned;
     // Topics whose records carry a tag outside [0, V) (V lowered, or written around the proxy).
     std::unordered_set<std::string> foreign_tag_warned;
+    // Recent physical answers and fetches in flight, shared by this core's Fetch requests.
+    fetch_window window;
 };
 
 }  // namespace kpp

@@ -22,7 +22,7 @@ shard_server::shard_server(reactor::shard& shard, proxy_runtime& runtime)
       store_(std::make_unique<offset_store>(*this, runtime.store_info)),
       aliases_(std::make_unique<alias_resolver>(*this, runtime.aliases,
                                                 runtime.instance_id + "/" + std::to_string(shard.index()))),
-      sweep_timer_(shard.loop()), reap_timer_(shard.loop()), stop_deadline_(shard.loop()) {
+      sweep_timer_(shard.loop()), reap_timer_(shard.loop()), soon_timer_(shard.loop()), stop_deadline_(shard.loop()) {
     sweep_timer_.arm_after_ms(sweep_interval_ms, &shard_server::on_sweep, this);
 }
 
@@ -34,6 +34,7 @@ shard_server::~shard_server() {
 void shard_server::apply_mapping(const mapping_settings& mapping) {
     remap_.mappings = mapping_registry(mapping);
     remap_.default_mismatch_warned.clear();
+    remap_.window.set_bytes_max(mapping.fetch_window_bytes);
 }
 
 void shard_server::apply_directory(std::shared_ptr<const cluster_directory> directory) {
@@ -137,6 +138,18 @@ void shard_server::retire(client_session* session) {
     bump(metrics_.client_connections_closed);
     retired_.push_back(session);
     if (!reap_timer_.armed()) reap_timer_.arm_after_ms(0, &shard_server::on_reap, this);
+}
+
+void shard_server::run_soon(std::function<void()> work) {
+    soon_.push_back(std::move(work));
+    if (!soon_timer_.armed()) soon_timer_.arm_after_ms(0, &shard_server::on_soon, this);
+}
+
+void shard_server::on_soon(reactor::timer&, void* context) {
+    auto& server = *static_cast<shard_server*>(context);
+    std::vector<std::function<void()>> due;
+    due.swap(server.soon_);
+    for (auto& work : due) work();
 }
 
 void shard_server::on_reap(reactor::timer&, void* context) {

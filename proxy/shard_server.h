@@ -114,6 +114,8 @@ public:
     void note_unknown_brokers(const std::vector<int32_t>& node_ids);
     // A finished session is freed after the current batch of completions.
     void retire(client_session* session);
+    // Runs `work` after the current batch of completions (never inside the caller).
+    void run_soon(std::function<void()> work);
 
 private:
     struct port_listener {
@@ -125,6 +127,7 @@ private:
     static void on_accept(void* context, int fd);
     static void on_sweep(reactor::timer& self, void* context);
     static void on_reap(reactor::timer& self, void* context);
+    static void on_soon(reactor::timer& self, void* context);
     static void on_stop_deadline(reactor::timer& self, void* context);
     void open_listener(int32_t node_id, uint16_t port);
     void accept_on(port_listener& entry, int fd);
@@ -142,6 +145,8 @@ private:
     std::vector<client_session*> retired_;
     reactor::timer sweep_timer_;
     reactor::timer reap_timer_;
+    std::vector<std::function<void()>> soon_;
+    reactor::timer soon_timer_;
     reactor::timer stop_deadline_;
     uint32_t next_bootstrap_ = 0;
     bool stopping_ = false;

@@ -33,6 +33,9 @@ public:
     std::byte* data() const;
     size_t size() const;
     uint32_t use_count() const;
+    // A provided buffer of a ring (given back to the kernel when the last handle goes), not
+    // a heap block.
+    bool pooled() const;
 
     struct block;  // public for buffer_pool only
 
@@ -105,6 +108,7 @@ struct shared_bytes::block {
 inline std::byte* shared_bytes::data() const { return block_ ? block_->data : nullptr; }
 inline size_t shared_bytes::size() const { return block_ ? block_->size : 0; }
 inline uint32_t shared_bytes::use_count() const { return block_ ? block_->refs : 0; }
+inline bool shared_bytes::pooled() const { return block_ && block_->pool; }
 inline void shared_bytes::retain() const {
     if (block_) ++block_->refs;
 }

@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 
 #include "protocol/api.h"
@@ -42,22 +43,21 @@ constexpr int scan_rounds_max = 512;
 // gets the records its partition had (issue 16).
 constexpr int64_t scan_overtime_ms_max = 1000;
 constexpr int16_t offset_out_of_range = 1;
+// A fetch in flight is expected back within its max_wait and this; past that, no request
+// waits for it any more (shared fetch).
+constexpr uint64_t window_wait_grace_ns = 500'000'000;
 
 // ---- the broker's answer, parsed in place over its receive buffers ----
 
-struct fetched_partition {
+// The partition-level fields (high watermark, last stable offset, log start, aborted
+// transactions, preferred replica, tagged fields) are what the shared window keeps beside
+// the records: window_fields.
+struct fetched_partition : window_fields {
     int32_t index = 0;
     int16_t error_code = 0;
-    int64_t high_watermark = -1;
-    int64_t last_stable_offset = -1;
-    int64_t log_start_offset = -1;
-    bool aborted_null = true;
-    std::vector<std::pair<int64_t, int64_t>> aborted;  // producer id, first offset
-    int32_t preferred_read_replica = -1;
     bool records_null = true;
     size_t records_at = 0;  // in the frame
     size_t records_bytes = 0;
-    std::vector<std::byte> tagged;  // the partition's tagged fields as on the wire (flexible only)
 };
 
 struct fetched_topic {
@@ -245,6 +245,7 @@ struct physical_partition {
     std::vector<size_t> clients;
     bool active = true;  // still fetched in the next round
     bool at_end = false;
+    uint64_t window_fetch = 0;  // this round's fetch, as the window knows it (0: none)
 };
 
 std::string hint_key_of(const std::string& name, const topic_uuid& id, int16_t version) {
@@ -253,23 +254,62 @@ std::string hint_key_of(const std::string& name, const topic_uuid& id, int16_t v
     return name + '\0' + std::string(reinterpret_cast<const char*>(id.data()), id.size());
 }
 
+fetched_partition answer_of(const window_entry& entry, int32_t partition) {
+    fetched_partition answer;
+    static_cast<window_fields&>(answer) = entry.fields;
+    answer.index = partition;
+    answer.records_null = false;
+    answer.records_bytes = entry.bytes;
+    return answer;
+}
+
+// Memory the slices hold: the blocks they keep alive (a receive buffer is held whole by
+// any slice of it), each counted once per entry.
+size_t held_bytes(const std::vector<byte_slice>& slices) {
+    size_t held = 0;
+    const std::byte* last = nullptr;
+    for (const byte_slice& slice : slices) {
+        if (slice.owner.data() == last) continue;
+        last = slice.owner.data();
+        held += slice.owner.size();
+    }
+    return held;
+}
+
 class fetch_exchange final : public request_exchange {
 public:
     fetch_exchange(int16_t version, byte_slice header_tail, messages::fetch_request request, uint64_t start_ns)
         : version_(version), header_tail_(std::move(header_tail)), request_(std::move(request)), start_ns_(start_ns) {}
+    ~fetch_exchange() override;
 
     // False when nothing needs the broker (all partitions answered locally).
     bool prepare(exchange_env& env);
     bool any_mapped() const { return any_mapped_; }
-    void send_round(exchange_env& env);
+    // The next round: from the shared window while it holds what the partitions need, else
+    // waiting for another request's fetch of the partition, else asking the broker. True
+    // once `answer` holds the response.
+    bool advance(exchange_env& env);
     bool on_response(exchange_env& env, protocol::frame&& response) override;
+    bool on_event(exchange_env& env) override;
     std::vector<byte_slice> build(exchange_env& env);
     // Fetch sessions are not kept: a client naming one is told to start over, sessionless.
     void refuse_session() { top_error_ = exchange_util::fetch_session_id_not_found; }
 
 private:
+    void send_round(exchange_env& env);
+    bool serve_from_window(exchange_env& env);
+    bool wait_for_fetch_in_flight(exchange_env& env);
+    void end_window_fetches();
+    window_key key_of(const physical_partition& physical) const;
+    static void on_deadline(reactor::timer& self, void* context);
     void absorb(exchange_env& env, const protocol::frame& frame, fetched_topic& topic, fetched_partition& partition,
                 const std::vector<bool>& asked);
+    // One physical partition's answer: its fields and records field (as slices), from the
+    // broker or from the window.
+    void absorb_field(exchange_env& env, size_t physical_index, const fetched_partition& answer,
+                      const std::vector<byte_slice>& field, bool from_broker);
+    void keep_in_window(const physical_partition& physical, const fetched_partition& answer,
+                        const std::vector<byte_slice>& field, const demux_result& result);
     int find_physical(const fetched_topic& topic, int32_t partition, const std::vector<bool>& asked) const;
     bool should_answer(exchange_env& env) const;
     // Some physical partition still has records below its high watermark to read through.
@@ -289,7 +329,109 @@ private:
     size_t scanned_bytes_ = 0;
     bool any_mapped_ = false;
     std::vector<std::byte> scratch_;
+    // Shared fetch: the core's window, and the wait for another request's fetch.
+    fetch_window* window_ = nullptr;
+    shard_server* server_ = nullptr;
+    std::optional<exchange_waker> waker_;
+    std::unique_ptr<reactor::timer> deadline_;
+    bool waiting_for_fetch_ = false;
 };
+
+fetch_exchange::~fetch_exchange() { end_window_fetches(); }
+
+window_key fetch_exchange::key_of(const physical_partition& physical) const {
+    return window_key{topics_[physical.topic].hint_key, physical.partition, request_.isolation_level};
+}
+
+// The fetches this exchange sent are over (answered, or it is going away): whoever waited
+// for one is woken after the current answer is handled.
+void fetch_exchange::end_window_fetches() {
+    if (!window_) return;
+    for (physical_partition& physical : physicals_) {
+        if (physical.window_fetch == 0) continue;
+        for (auto& wake : window_->end_fetch(physical.window_fetch)) server_->run_soon(std::move(wake));
+        physical.window_fetch = 0;
+    }
+}
+
+bool fetch_exchange::advance(exchange_env& env) {
+    while (serve_from_window(env))
+        if (should_answer(env)) {
+            answer = build(env);
+            return true;
+        }
+    if (rounds_ > 0 && should_answer(env)) {
+        answer = build(env);
+        return true;
+    }
+    if (wait_for_fetch_in_flight(env)) return false;
+    send_round(env);
+    return false;
+}
+
+bool fetch_exchange::serve_from_window(exchange_env& env) {
+    if (!window_ || !window_->enabled()) return false;
+    bool served = false;
+    for (size_t index = 0; index < physicals_.size(); ++index) {
+        physical_partition& physical = physicals_[index];
+        if (!physical.active || !physical.mapped) continue;
+        // No more than the broker would have sent this request for the partition.
+        int32_t bytes_max = std::min(physical.max_bytes, request_.max_bytes);
+        if (bytes_max <= 0) continue;
+        const window_entry* entry = window_->find(key_of(physical), physical.fetch_offset, size_t(bytes_max));
+        if (!entry) continue;
+        physical.active = false;
+        bump(env.metrics.fetch_window_rounds);
+        bump(env.metrics.fetch_window_bytes, entry->bytes);
+        absorb_field(env, index, answer_of(*entry, physical.partition), entry->records, false);
+        served = true;
+    }
+    if (served) ++rounds_;
+    return served;
+}
+
+// A request for one physical partition whose fetch another request of this core already
+// sent (at an offset no later, due back in time) waits for that answer: it lands in the
+// window, and this request is woken to take its part from there.
+bool fetch_exchange::wait_for_fetch_in_flight(exchange_env& env) {
+    if (!window_ || !window_->enabled()) return false;
+    const physical_partition* only = nullptr;
+    for (const physical_partition& physical : physicals_) {
+        if (!physical.active) continue;
+        if (only || !physical.mapped) return false;
+        only = &physical;
+    }
+    if (!only) return false;
+    // The fetch waited for comes back as soon as the partition holds anything past its offset
+    // (its min_bytes is no larger): if it has not by this request's max_wait, there was
+    // nothing for this request either, and it is answered then, as the broker would.
+    uint64_t deadline_ns = start_ns_ + uint64_t(std::max(request_.max_wait_ms, 0)) * 1'000'000u;
+    if (!waker_) waker_.emplace(env);
+    exchange_waker waker = *waker_;
+    if (!window_->join(key_of(*only), only->fetch_offset, request_.min_bytes, env.now_ns, [waker] { waker(); }))
+        return false;
+    bump(env.metrics.fetch_window_joins);
+    waiting_for_fetch_ = true;
+    if (!deadline_) {
+        deadline_ = std::make_unique<reactor::timer>(env.server.loop());
+        deadline_->arm_at_ns(deadline_ns, &fetch_exchange::on_deadline, this);
+    }
+    return true;
+}
+
+// The fetch waited for may never be answered (its client went away): the wait ends at the
+// request's own deadline. The wake runs after the timer's callback, which this may outlive.
+void fetch_exchange::on_deadline(reactor::timer&, void* context) {
+    auto& exchange = *static_cast<fetch_exchange*>(context);
+    exchange_waker waker = *exchange.waker_;
+    exchange.server_->run_soon([waker] { waker(); });
+}
+
+bool fetch_exchange::on_event(exchange_env& env) {
+    if (!waiting_for_fetch_) return false;  // a late wake: this request asked the broker since
+    waiting_for_fetch_ = false;
+    return advance(env);
+}
 
 bool fetch_exchange::reads_ahead() const {
     for (const physical_partition& physical : physicals_)
@@ -298,6 +440,8 @@ bool fetch_exchange::reads_ahead() const {
 }
 
 bool fetch_exchange::prepare(exchange_env& env) {
+    window_ = &env.remap.window;
+    server_ = &env.server;
     std::map<std::pair<std::string, int32_t>, int> physical_index;
     for (auto& requested : request_.topics) {
         client_topic topic;
@@ -408,6 +552,16 @@ void fetch_exchange::send_round(exchange_env& env) {
         partition.partition_max_bytes = physical.max_bytes;
         out.topics[slot->second].partitions.push_back(partition);
     }
+    // Others may wait for this fetch only when its connection carries nothing else: behind
+    // other requests (pipelined fetches) it could come back long after its max_wait.
+    upstream_link& link = scan ? *scan : env.upstream;
+    if (window_ && window_->enabled() && link.in_flight() == 0) {
+        uint64_t due_ns = env.now_ns + uint64_t(wait_ms) * 1'000'000u + window_wait_grace_ns;
+        for (physical_partition& physical : physicals_)
+            if (physical.active && physical.mapped)
+                physical.window_fetch = window_->begin_fetch(key_of(physical), physical.fetch_offset, request_.min_bytes,
+                                                             env.now_ns, due_ns);
+    }
     protocol::wire_writer writer;
     messages::encode(out, version_, writer);
     uint32_t length = uint32_t(writer.size());
@@ -434,7 +588,47 @@ void fetch_exchange::absorb(exchange_env& env, const protocol::frame& frame, fet
                             fetched_partition& answer, const std::vector<bool>& asked) {
     int found = find_physical(topic, answer.index, asked);
     if (found < 0) return;  // not asked for in this round: ignored
-    physical_partition& physical = physicals_[size_t(found)];
+    std::vector<byte_slice> field;
+    if (!answer.records_null && answer.records_bytes > 0)
+        exchange_util::slices_of(frame, answer.records_at, answer.records_bytes, field);
+    absorb_field(env, size_t(found), answer, field, true);
+}
+
+// A broker's answer for a mapped partition goes into the window (its whole batches) for the
+// other requests of this core that read the partition.
+void fetch_exchange::keep_in_window(const physical_partition& physical, const fetched_partition& answer,
+                                    const std::vector<byte_slice>& field, const demux_result& result) {
+    if (!window_ || !window_->enabled() || answer.error_code != 0 || answer.records_null ||
+        result.first_error != protocol::batch_error::none || result.next_fetch_offset <= physical.fetch_offset)
+        return;
+    window_entry entry;
+    entry.from_offset = physical.fetch_offset;
+    entry.to_offset = result.next_fetch_offset;
+    entry.bytes = result.partial_tail ? result.partial_tail_at : answer.records_bytes;
+    exchange_util::slices_of(field, 0, entry.bytes, entry.records);
+    // Bytes still in receive buffers are copied, once, into a block of their own for every
+    // consumer they serve: kept by reference they would hold buffers the broker connections
+    // need (a few records can hold a whole buffer). Frames already copied out of the ring
+    // (upstream_link does under pressure) are referenced.
+    bool pooled = std::any_of(entry.records.begin(), entry.records.end(),
+                              [](const byte_slice& slice) { return slice.owner.pooled(); });
+    if (pooled) {
+        reactor::shared_bytes block = reactor::shared_bytes::allocate(entry.bytes);
+        size_t at = 0;
+        for (const byte_slice& slice : entry.records) {
+            std::memcpy(block.data() + at, slice.data(), slice.length);
+            at += slice.length;
+        }
+        entry.records = {byte_slice{std::move(block), 0, uint32_t(entry.bytes)}};
+    }
+    entry.held_bytes = held_bytes(entry.records);
+    entry.fields = answer;  // its window_fields
+    window_->store(key_of(physical), std::move(entry));
+}
+
+void fetch_exchange::absorb_field(exchange_env& env, size_t physical_index, const fetched_partition& answer,
+                                  const std::vector<byte_slice>& field, bool from_broker) {
+    physical_partition& physical = physicals_[physical_index];
     auto fill_fields = [&](client_partition& client) {
         client.answered = true;
         client.fields = answer;
@@ -445,7 +639,7 @@ void fetch_exchange::absorb(exchange_env& env, const protocol::frame& frame, fet
             client_partition& client = clients_[index];
             fill_fields(client);
             if (answer.error_code == 0 && !answer.records_null) {
-                exchange_util::slices_of(frame, answer.records_at, answer.records_bytes, client.records);
+                client.records.insert(client.records.end(), field.begin(), field.end());
                 client.records_bytes = answer.records_bytes;
             }
         }
@@ -463,12 +657,17 @@ void fetch_exchange::absorb(exchange_env& env, const protocol::frame& frame, fet
     demux_result result;
     result.next_fetch_offset = physical.fetch_offset;
     if (!answer.records_null && answer.records_bytes > 0) {
-        auto pieces = exchange_util::spans_of(frame, answer.records_at, answer.records_bytes);
+        std::vector<std::span<const std::byte>> pieces;
+        pieces.reserve(field.size());
+        for (const byte_slice& slice : field) pieces.push_back(slice.span());
         result = demux_fetch_records(pieces, mapping, wanted, physical.fetch_offset, scratch_);
     }
     scanned_bytes_ += answer.records_bytes;
     topic_counters& counted = env.metrics.topic(named.stats_slot);
-    bump(counted.fetched_bytes, answer.records_bytes);
+    if (from_broker) {
+        bump(counted.fetched_bytes, answer.records_bytes);
+        keep_in_window(physical, answer, field, result);
+    }
     if (result.first_error != protocol::batch_error::none)
         spdlog::warn("fetch from {} partition {}: {} at byte {} of the records; delivered what came before",
                      named.name, physical.partition, protocol::to_string(result.first_error), result.error_at);
@@ -489,7 +688,7 @@ void fetch_exchange::absorb(exchange_env& env, const protocol::frame& frame, fet
         const virtual_partition_slice& slice = result.partitions.empty() ? virtual_partition_slice{} : result.partitions[slot];
         fill_fields(client);
         for (const field_range& range : slice.ranges)
-            exchange_util::slices_of(frame, answer.records_at + range.offset_in_field, range.length_bytes, client.records);
+            exchange_util::slices_of(field, range.offset_in_field, range.length_bytes, client.records);
         client.records_bytes += slice.size_bytes;
         bump(counted.delivered_bytes, slice.size_bytes);
         bump(counted.delivered_records, slice.records);
@@ -539,6 +738,7 @@ bool fetch_exchange::on_response(exchange_env& env, protocol::frame&& response) 
     fetched_response parsed;
     response_parser parser(reader, version_);
     if (!parser.parse(parsed, response)) {
+        end_window_fetches();
         spdlog::warn("malformed Fetch v{} response from the broker for {} ({}): answering UNKNOWN_SERVER_ERROR",
                      version_, env.peer, protocol::to_string(reader.error()));
         top_error_ = exchange_util::unknown_server_error;
@@ -548,6 +748,7 @@ bool fetch_exchange::on_response(exchange_env& env, protocol::frame&& response) 
     throttle_time_ms_ = std::max(throttle_time_ms_, parsed.throttle_time_ms);
     if (!parsed.node_endpoints.empty()) node_endpoints_ = parsed.node_endpoints;
     if (parsed.error_code != 0) {
+        end_window_fetches();
         top_error_ = parsed.error_code;
         answer = build(env);
         return true;
@@ -560,12 +761,8 @@ bool fetch_exchange::on_response(exchange_env& env, protocol::frame&& response) 
     }
     for (auto& topic : parsed.topics)
         for (auto& partition : topic.partitions) absorb(env, response, topic, partition, asked);
-    if (should_answer(env)) {
-        answer = build(env);
-        return true;
-    }
-    send_round(env);
-    return false;
+    end_window_fetches();
+    return advance(env);
 }
 
 std::vector<byte_slice> fetch_exchange::build(exchange_env& env) {
@@ -674,7 +871,11 @@ exchange_start start_fetch(exchange_env& env, const client_request& request) {
         start.answer = exchange->build(env);
         return start;
     }
-    exchange->send_round(env);
+    if (exchange->advance(env)) {
+        start.what = exchange_start::kind::answered;
+        start.answer = std::move(exchange->answer);
+        return start;
+    }
     start.exchange = std::move(exchange);
     return start;
 }

@@ -318,6 +318,12 @@ TEST(config_limits, threads_frame_size_and_ports) {
   EXPECT_EQ(load_config_string(with_bootstrap("spin_before_sleep_us: 50\n")).spin_before_sleep_us, 50u);
   EXPECT_LOAD_ERROR(with_bootstrap("spin_before_sleep_us: 10001\n"),
                     "spin_before_sleep_us: expected an integer from 0 to 10000, got '10001'");
+  EXPECT_EQ(load_config_string(with_bootstrap("")).mapping.fetch_window_bytes, uint64_t(2) << 20);
+  EXPECT_EQ(load_config_string(with_bootstrap("mapping: {fetch_window_bytes: 0}\n")).mapping.fetch_window_bytes, 0u);
+  EXPECT_LOAD_ERROR(with_bootstrap("mapping: {fetch_window_bytes: -1}\n"),
+                    "mapping.fetch_window_bytes: expected a non-negative integer, got '-1'");
+  EXPECT_LOAD_ERROR(with_bootstrap("mapping: {fetch_window_bytes: 1073741825}\n"),
+                    "mapping.fetch_window_bytes: expected an integer from 0 to 1073741824, got '1073741825'");
   EXPECT_LOAD_ERROR(with_bootstrap("listen: {frame_bytes_max: 1023}\n"),
                     "listen.frame_bytes_max: expected an integer from 1024 to 1073741824");
   EXPECT_LOAD_ERROR(with_bootstrap("listen: {frame_bytes_max: 1073741825}\n"), "listen.frame_bytes_max:");

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "remap/fetch_window.h"
+
 #include <string>
 #include <vector>
 
@@ -396,6 +398,86 @@ TEST(fetch_demux, pieces_agree_with_the_contiguous_field_for_every_cut) {
     }
     EXPECT_TRUE(whole.partial_tail);
     EXPECT_EQ(whole.next_fetch_offset, 11);
+}
+
+// What the window gives a request: entry after entry from its offset, each demultiplexed as
+// the exchange does with it, the ranges turned into the batches' bytes.
+struct served {
+    std::vector<std::vector<std::byte>> bytes;  // per request, the delivered batches concatenated
+    int64_t next_fetch_offset = 0;
+};
+
+served serve_from(const fetch_window& window, const window_key& key, std::span<const demux_request> requests,
+                  int64_t offset) {
+    served out;
+    out.bytes.resize(requests.size());
+    std::vector<std::byte> scratch;
+    out.next_fetch_offset = offset;
+    while (const window_entry* entry = window.find(key, out.next_fetch_offset, SIZE_MAX)) {
+        std::vector<std::span<const std::byte>> pieces;
+        for (const auto& slice : entry->records) pieces.push_back(slice.span());
+        demux_result result = demux_fetch_records(pieces, mapping_on_p1(), requests, out.next_fetch_offset, scratch);
+        std::vector<std::byte> flat;
+        for (const auto& piece : pieces) flat.insert(flat.end(), piece.begin(), piece.end());
+        for (size_t index = 0; index < requests.size(); ++index)
+            for (const field_range& range : result.partitions[index].ranges)
+                out.bytes[index].insert(out.bytes[index].end(), flat.begin() + std::ptrdiff_t(range.offset_in_field),
+                                        flat.begin() + std::ptrdiff_t(range.offset_in_field + range.length_bytes));
+        EXPECT_GT(result.next_fetch_offset, out.next_fetch_offset);
+        out.next_fetch_offset = result.next_fetch_offset;
+    }
+    return out;
+}
+
+TEST(fetch_demux, the_shared_window_agrees_with_the_contiguous_log_for_every_split_and_offset) {
+    // The log of one physical partition; one request fetched it in answers split at every
+    // pair of batch boundaries (each answer's bytes in receive buffers cut at odd places),
+    // and the window kept them. A request for any offset served from the window must get
+    // exactly what the contiguous log gives it.
+    field_builder log;
+    log.add(tagged(0, 3, 1)).add(untagged(3, 2)).add(tagged(5, 1, 9)).add(control_marker(6)).add(tagged(7, 4, 5));
+    log.add(tagged(11, 2, 1)).add(tagged(13, 1, 9)).add(tagged(14, 3, 5));
+    const std::vector<int64_t> batch_start{0, 3, 5, 6, 7, 11, 13, 14};
+    const int64_t log_end = 17;
+    const window_key key{"topic", 1, 0};
+    for (size_t first = 1; first < log.batches.size(); ++first) {
+        for (size_t second = first; second <= log.batches.size(); ++second) {
+            fetch_window window(size_t(1) << 20);
+            auto keep = [&](size_t from_batch, size_t to_batch) {
+                if (from_batch == to_batch) return;
+                size_t at = log.batches[from_batch].offset_in_field;
+                size_t end = to_batch == log.batches.size() ? log.bytes.size() : log.batches[to_batch].offset_in_field;
+                // The answer arrived in two receive buffers, cut in the middle.
+                reactor::shared_bytes buffer = reactor::shared_bytes::copy_of(std::span(log.bytes).subspan(at, end - at));
+                uint32_t cut = uint32_t((end - at) / 2);
+                window_entry entry;
+                entry.from_offset = batch_start[from_batch];
+                entry.to_offset = to_batch == log.batches.size() ? log_end : batch_start[to_batch];
+                entry.records = {reactor::byte_slice{buffer, 0, cut}, reactor::byte_slice{buffer, cut, uint32_t(end - at) - cut}};
+                entry.bytes = end - at;
+                entry.held_bytes = buffer.size();
+                window.store(key, std::move(entry));
+            };
+            keep(0, first);
+            keep(first, second);
+            keep(second, log.batches.size());
+            for (int64_t offset = 0; offset < log_end; ++offset) {
+                std::vector<demux_request> requests{{1, offset}, {5, offset}, {9, offset}};
+                served got = serve_from(window, key, requests, offset);
+                demux_result whole = demux_fetch_records(log.bytes, mapping_on_p1(), requests, offset);
+                for (size_t index = 0; index < requests.size(); ++index) {
+                    std::vector<std::byte> expected;
+                    for (const field_range& range : whole.partitions[index].ranges)
+                        expected.insert(expected.end(), log.bytes.begin() + std::ptrdiff_t(range.offset_in_field),
+                                        log.bytes.begin() + std::ptrdiff_t(range.offset_in_field + range.length_bytes));
+                    EXPECT_EQ(got.bytes[index], expected) << "answers split before batches " << first << " and "
+                                                          << second << ", v " << requests[index].virtual_partition
+                                                          << " from offset " << offset;
+                }
+                EXPECT_EQ(got.next_fetch_offset, whole.next_fetch_offset) << first << " " << second << " " << offset;
+            }
+        }
+    }
 }
 
 TEST(fetch_demux, empty_field_and_no_requests) {
