@@ -17,6 +17,13 @@ Phases (each after a warm-up of the same requests; records of 100 bytes, 10 to a
   fetch-vp      Fetch v4 from offset 0 of an unmapped partition (64 KiB per partition)
   fetch-v10     Fetch v4 from offset 0 of a virtual partition whose physical partition holds
                 the records of 10 virtual partitions (the proxy keeps 1 in 10)
+  produce-vp-wide, produce-v10-wide
+                produce-vp and produce-v10 with 100 records to a batch instead of 10 (after
+                the fetch phases, whose log they would lengthen): with the narrow phases they
+                split a mapped Produce's cost into a part per record and a part per request
+
+Printed below the table: the instructions a mapped Produce spends per record over
+pass-through, ((v10-wide - v10) - (vp-wide - vp)) / 90, checked against --record-target.
 
 The figures are compared with bench/callgrind_baseline.json (per build type); a figure more
 than --tolerance above its baseline fails the run. --update writes the figures as the new
@@ -46,6 +53,7 @@ import vp_support as vs  # noqa: E402  (the raw Kafka protocol client)
 
 VIRTUAL, PHYSICAL = 40, 4
 RECORDS, RECORD_BYTES = 10, 100
+WIDE_RECORDS = 100
 BASELINE = HERE / "callgrind_baseline.json"
 
 
@@ -117,6 +125,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=400, help="requests per phase")
     parser.add_argument("--warmup", type=int, default=40, help="requests before each phase")
     parser.add_argument("--tolerance", type=float, default=0.05, help="allowed rise over the baseline")
+    parser.add_argument("--record-target", type=float, default=400.0, metavar="N",
+                        help="most instructions a mapped Produce may spend per record over pass-through "
+                             "(issue 15, target 1)")
     parser.add_argument("--update", action="store_true", help="record these figures as the baseline")
     parser.add_argument("--annotate", type=int, default=0, metavar="N", help="print each phase's top N functions")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
@@ -139,12 +150,16 @@ def main() -> int:
     config = work / "proxy.yaml"
     config.write_text(topo.proxy_config(
         port, base, metrics, broker.bootstrap, 1,
-        f"mapping:\n  topics:\n    virtual: {{ virtual_partitions: {VIRTUAL}, physical_partitions: {PHYSICAL} }}\n"))
+        # The shared fetch window off: fetch-v10 repeats one fetch, which the window would
+        # answer from memory; these phases measure the path through the broker.
+        f"mapping:\n  fetch_window_bytes: 0\n  topics:\n"
+        f"    virtual: {{ virtual_partitions: {VIRTUAL}, physical_partitions: {PHYSICAL} }}\n"))
     proxy_run = Callgrind(str(proxy), config, work)
     figures: dict[str, float] = {}
     try:
         topo.wait_port(port, 120)
         batch = vs.record_batch([b"v" * RECORD_BYTES] * RECORDS)
+        wide_batch = vs.record_batch([b"w" * RECORD_BYTES] * WIDE_RECORDS)
         with vs.KafkaConnection("127.0.0.1", port, timeout_s=60) as connection:
             def produce_plain(i: int) -> None:
                 (_, error, _), = connection.produce("plain", [(0, batch)], acks=1)
@@ -162,8 +177,17 @@ def main() -> int:
                 answer = connection.fetch("virtual", [(7, 0)], max_wait_ms=0, partition_max_bytes=64 << 10)
                 assert answer[7][0] == 0 and answer[7][2], f"Fetch virtual/7: {answer[7][:2]}"
 
+            def produce_plain_wide(i: int) -> None:
+                (_, error, _), = connection.produce("plain", [(0, wide_batch)], acks=1)
+                assert error == 0, f"Produce to plain/0: error {error}"
+
+            def produce_virtual_wide(i: int) -> None:
+                (_, error, _), = connection.produce("virtual", [(i % VIRTUAL, wide_batch)], acks=1)
+                assert error == 0, f"Produce to virtual/{i % VIRTUAL}: error {error}"
+
             phases = [("produce-vp", produce_plain), ("produce-v10", produce_virtual),
-                      ("fetch-vp", fetch_plain), ("fetch-v10", fetch_virtual)]
+                      ("fetch-vp", fetch_plain), ("fetch-v10", fetch_virtual),
+                      ("produce-vp-wide", produce_plain_wide), ("produce-v10-wide", produce_virtual_wide)]
             for name, send in phases:
                 for i in range(args.warmup):
                     send(i)
@@ -191,9 +215,21 @@ def main() -> int:
         print(f"{name:<12} {value:12.0f} {recorded or '-':>10} {('%.3f' % ratio) if ratio else '-':>6}")
         if ratio and ratio > 1 + args.tolerance:
             regressions.append(f"{name}: {value:.0f} instructions per request, {ratio:.2f}x the baseline {recorded}")
+    wide = ("produce-vp", "produce-v10", "produce-vp-wide", "produce-v10-wide")
+    per_record = None
+    if all(name in figures for name in wide):
+        vp, v10, vp_wide, v10_wide = (figures[name] for name in wide)
+        per_record = ((v10_wide - v10) - (vp_wide - vp)) / (WIDE_RECORDS - RECORDS)
+        print(f"mapped Produce, per record over pass-through: {per_record:.0f} instructions "
+              f"(target {args.record_target:.0f}); per request over pass-through: "
+              f"{(v10 - vp) - RECORDS * per_record:.0f}")
+        if per_record > args.record_target:
+            regressions.append(f"mapped Produce: {per_record:.0f} instructions per record over pass-through, "
+                               f"above the target {args.record_target:.0f}")
     if args.out:
         Path(args.out).write_text(json.dumps({"build_type": kind, "requests": args.requests,
-                                              "per_request": figures}, indent=1))
+                                              "per_request": figures,
+                                              "produce_per_record_over_pass_through": per_record}, indent=1))
     if args.update:
         baselines[kind] = {name: round(value) for name, value in figures.items()}
         BASELINE.write_text(json.dumps(baselines, indent=1, sort_keys=True) + "\n")
