@@ -7,6 +7,7 @@ namespace kpp {
 void fetch_window::set_bytes_max(size_t bytes_max) {
     bytes_max_ = bytes_max;
     while (bytes_ > bytes_max_ && !order_.empty()) evict_oldest();
+    if (!enabled()) readers_.clear();
 }
 
 const window_entry* fetch_window::find(const window_key& key, int64_t offset, size_t bytes_max) const {
@@ -53,6 +54,33 @@ void fetch_window::evict_oldest() {
     counters_.evicted_bytes += entry->second.held_bytes;
     stored->second.erase(entry);
     if (stored->second.empty()) entries_.erase(stored);
+}
+
+void fetch_window::note_reader(const window_key& key, uintptr_t reader, uint64_t now_ns) {
+    if (!enabled()) return;
+    if (readers_.size() >= readers_max) {
+        // Bounded: partitions nobody read within the horizon are forgotten.
+        std::erase_if(readers_, [&](const auto& item) { return item.second.at_ns[0] + sharing_horizon_ns < now_ns; });
+        if (readers_.size() >= readers_max) readers_.clear();
+    }
+    recent_readers& recent = readers_[key];
+    if (recent.reader[0] != reader) {
+        recent.reader[1] = recent.reader[0];
+        recent.at_ns[1] = recent.at_ns[0];
+        recent.reader[0] = reader;
+    }
+    recent.at_ns[0] = now_ns;
+}
+
+bool fetch_window::shared(const window_key& key, uintptr_t reader, uint64_t now_ns) const {
+    auto found = readers_.find(key);
+    if (found == readers_.end()) return false;
+    const recent_readers& recent = found->second;
+    for (int index = 0; index < 2; ++index)
+        if (recent.reader[index] != 0 && recent.reader[index] != reader &&
+            recent.at_ns[index] + sharing_horizon_ns >= now_ns)
+            return true;
+    return false;
 }
 
 size_t fetch_window::fetches_in_flight() const {

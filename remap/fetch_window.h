@@ -92,6 +92,13 @@ public:
     // until within bounds.
     void store(const window_key& key, window_entry entry);
 
+    // Readers: `reader` (a client connection) reads `key` at `now_ns`. Answers are worth
+    // keeping only for a partition that another connection of this core read within
+    // `sharing_horizon_ns`: a lone consumer's answers are neither copied nor kept.
+    static constexpr uint64_t sharing_horizon_ns = 5'000'000'000;
+    void note_reader(const window_key& key, uintptr_t reader, uint64_t now_ns);
+    bool shared(const window_key& key, uintptr_t reader, uint64_t now_ns) const;
+
     // A fetch of `key` at `offset` with `min_bytes`, sent to the broker at `now_ns`, due back
     // by `due_ns`. Returns its id. Fetches of the key overdue at `now_ns` are forgotten (their
     // requests went away without an answer; whoever waited has a deadline of its own).
@@ -111,10 +118,16 @@ private:
         uint64_t due_ns = 0;
         std::vector<wake> waiters;
     };
+    struct recent_readers {
+        uintptr_t reader[2] = {0, 0};  // the last two distinct readers, latest first
+        uint64_t at_ns[2] = {0, 0};
+    };
     struct stored_key {
         window_key key;
         int64_t from_offset;
     };
+
+    static constexpr size_t readers_max = 65536;
 
     void evict_oldest();
     static void forget_overdue(std::vector<in_flight>& fetches, uint64_t now_ns);
@@ -124,6 +137,7 @@ private:
     std::map<window_key, std::map<int64_t, window_entry>> entries_;  // by from_offset
     std::deque<stored_key> order_;  // oldest first, for eviction
     std::map<window_key, std::vector<in_flight>> in_flight_;
+    std::map<window_key, recent_readers> readers_;
     uint64_t next_id_ = 1;
     window_counters counters_;
 };

@@ -309,7 +309,7 @@ private:
     void absorb_field(exchange_env& env, size_t physical_index, const fetched_partition& answer,
                       const std::vector<byte_slice>& field, bool from_broker);
     void keep_in_window(const physical_partition& physical, const fetched_partition& answer,
-                        const std::vector<byte_slice>& field, const demux_result& result);
+                        const std::vector<byte_slice>& field, const demux_result& result, uint64_t now_ns);
     int find_physical(const fetched_topic& topic, int32_t partition, const std::vector<bool>& asked) const;
     bool should_answer(exchange_env& env) const;
     // Some physical partition still has records below its high watermark to read through.
@@ -331,6 +331,7 @@ private:
     std::vector<std::byte> scratch_;
     // Shared fetch: the core's window, and the wait for another request's fetch.
     fetch_window* window_ = nullptr;
+    uintptr_t reader_ = 0;  // the client connection, as the window tells readers apart
     shard_server* server_ = nullptr;
     std::optional<exchange_waker> waker_;
     std::unique_ptr<reactor::timer> deadline_;
@@ -441,6 +442,7 @@ bool fetch_exchange::reads_ahead() const {
 
 bool fetch_exchange::prepare(exchange_env& env) {
     window_ = &env.remap.window;
+    reader_ = reinterpret_cast<uintptr_t>(env.session.get());
     server_ = &env.server;
     std::map<std::pair<std::string, int32_t>, int> physical_index;
     for (auto& requested : request_.topics) {
@@ -513,6 +515,8 @@ bool fetch_exchange::prepare(exchange_env& env) {
             clients_.push_back(std::move(entry));
         }
     }
+    for (const physical_partition& physical : physicals_)
+        if (physical.mapped) window_->note_reader(key_of(physical), reader_, env.now_ns);
     return !physicals_.empty();
 }
 
@@ -595,11 +599,14 @@ void fetch_exchange::absorb(exchange_env& env, const protocol::frame& frame, fet
 }
 
 // A broker's answer for a mapped partition goes into the window (its whole batches) for the
-// other requests of this core that read the partition.
+// other requests of this core that read the partition, when another connection read it
+// lately: a lone consumer's answers are neither copied nor kept.
 void fetch_exchange::keep_in_window(const physical_partition& physical, const fetched_partition& answer,
-                                    const std::vector<byte_slice>& field, const demux_result& result) {
+                                    const std::vector<byte_slice>& field, const demux_result& result,
+                                    uint64_t now_ns) {
     if (!window_ || !window_->enabled() || answer.error_code != 0 || answer.records_null ||
-        result.first_error != protocol::batch_error::none || result.next_fetch_offset <= physical.fetch_offset)
+        result.first_error != protocol::batch_error::none || result.next_fetch_offset <= physical.fetch_offset ||
+        !window_->shared(key_of(physical), reader_, now_ns))
         return;
     window_entry entry;
     entry.from_offset = physical.fetch_offset;
@@ -666,7 +673,7 @@ void fetch_exchange::absorb_field(exchange_env& env, size_t physical_index, cons
     topic_counters& counted = env.metrics.topic(named.stats_slot);
     if (from_broker) {
         bump(counted.fetched_bytes, answer.records_bytes);
-        keep_in_window(physical, answer, field, result);
+        keep_in_window(physical, answer, field, result, env.now_ns);
     }
     if (result.first_error != protocol::batch_error::none)
         spdlog::warn("fetch from {} partition {}: {} at byte {} of the records; delivered what came before",

@@ -121,5 +121,26 @@ TEST(fetch_window, fetches_whose_answer_never_came_are_forgotten) {
     EXPECT_FALSE(off.join(orders, 100, 1, 0, [] {}));
 }
 
+TEST(fetch_window, answers_are_worth_keeping_only_for_a_partition_another_connection_reads) {
+    fetch_window window(1 << 20);
+    const uint64_t second = 1'000'000'000;
+    const uintptr_t alone = 1, other = 2, third = 3;
+    window.note_reader(orders, alone, 0);
+    window.note_reader(orders, alone, second);
+    EXPECT_FALSE(window.shared(orders, alone, second));  // a lone consumer
+    window.note_reader(orders, other, 2 * second);
+    EXPECT_TRUE(window.shared(orders, alone, 2 * second));
+    EXPECT_TRUE(window.shared(orders, other, 2 * second));
+    EXPECT_TRUE(window.shared(orders, third, 2 * second));
+    EXPECT_FALSE(window.shared({"orders", 4, 0}, alone, 2 * second));
+    // The other reader went away: after the horizon the partition is read alone again.
+    window.note_reader(orders, alone, 2 * second + fetch_window::sharing_horizon_ns + 1);
+    EXPECT_FALSE(window.shared(orders, alone, 2 * second + fetch_window::sharing_horizon_ns + 1));
+    // Off: nothing noted.
+    window.set_bytes_max(0);
+    window.note_reader(orders, other, 3 * second);
+    EXPECT_FALSE(window.shared(orders, alone, 3 * second));
+}
+
 }  // namespace
 }  // namespace kpp
