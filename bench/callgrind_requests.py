@@ -161,13 +161,12 @@ def main() -> int:
         batch = vs.record_batch([b"v" * RECORD_BYTES] * RECORDS)
         wide_batch = vs.record_batch([b"w" * RECORD_BYTES] * WIDE_RECORDS)
         with vs.KafkaConnection("127.0.0.1", port, timeout_s=60) as connection:
-            def produce_plain(i: int) -> None:
-                (_, error, _), = connection.produce("plain", [(0, batch)], acks=1)
-                assert error == 0, f"Produce to plain/0: error {error}"
-
-            def produce_virtual(i: int) -> None:
-                (_, error, _), = connection.produce("virtual", [(i % VIRTUAL, batch)], acks=1)
-                assert error == 0, f"Produce to virtual/{i % VIRTUAL}: error {error}"
+            def producer(topic: str, records: bytes, cycle: int):
+                """Sends `records` to `topic`, partition i % cycle for the i-th request."""
+                def send(i: int) -> None:
+                    (_, error, _), = connection.produce(topic, [(i % cycle, records)], acks=1)
+                    assert error == 0, f"Produce to {topic}/{i % cycle}: error {error}"
+                return send
 
             def fetch_plain(i: int) -> None:
                 answer = connection.fetch("plain", [(0, 0)], max_wait_ms=0, partition_max_bytes=64 << 10)
@@ -177,17 +176,10 @@ def main() -> int:
                 answer = connection.fetch("virtual", [(7, 0)], max_wait_ms=0, partition_max_bytes=64 << 10)
                 assert answer[7][0] == 0 and answer[7][2], f"Fetch virtual/7: {answer[7][:2]}"
 
-            def produce_plain_wide(i: int) -> None:
-                (_, error, _), = connection.produce("plain", [(0, wide_batch)], acks=1)
-                assert error == 0, f"Produce to plain/0: error {error}"
-
-            def produce_virtual_wide(i: int) -> None:
-                (_, error, _), = connection.produce("virtual", [(i % VIRTUAL, wide_batch)], acks=1)
-                assert error == 0, f"Produce to virtual/{i % VIRTUAL}: error {error}"
-
-            phases = [("produce-vp", produce_plain), ("produce-v10", produce_virtual),
+            phases = [("produce-vp", producer("plain", batch, 1)), ("produce-v10", producer("virtual", batch, VIRTUAL)),
                       ("fetch-vp", fetch_plain), ("fetch-v10", fetch_virtual),
-                      ("produce-vp-wide", produce_plain_wide), ("produce-v10-wide", produce_virtual_wide)]
+                      ("produce-vp-wide", producer("plain", wide_batch, 1)),
+                      ("produce-v10-wide", producer("virtual", wide_batch, VIRTUAL))]
             for name, send in phases:
                 for i in range(args.warmup):
                     send(i)
