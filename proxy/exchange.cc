@@ -195,14 +195,5 @@ exchange_start refuse_old_version_if_mapped(exchange_env& env, const client_requ
     return start;
 }
 
-std::vector<std::span<const std::byte>> spans_of(const protocol::frame& frame, size_t offset, size_t length) {
-    std::vector<reactor::byte_slice> slices;
-    slices_of(frame, offset, length, slices);
-    std::vector<std::span<const std::byte>> spans;
-    spans.reserve(slices.size());
-    for (const auto& slice : slices) spans.push_back(slice.span());
-    return spans;
-}
-
 }  // namespace exchange_util
 }  // namespace kpp

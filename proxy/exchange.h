@@ -155,8 +155,6 @@ void slices_of(const protocol::frame& frame, size_t offset, size_t length, std::
 // The same over bytes that lie in `pieces`, one after the other.
 void slices_of(std::span<const reactor::byte_slice> pieces, size_t offset, size_t length,
                std::vector<reactor::byte_slice>& out);
-// The pieces of a frame's body covering [offset, offset + length), as spans.
-std::vector<std::span<const std::byte>> spans_of(const protocol::frame& frame, size_t offset, size_t length);
 // Kafka error codes the exchanges answer with.
 inline constexpr int16_t unknown_server_error = -1;
 inline constexpr int16_t corrupt_message = 2;

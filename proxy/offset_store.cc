@@ -128,7 +128,7 @@ int64_t offset_store::wall_clock_ms() {
 
 offset_store::offset_store(shard_server& server, offset_store_info info)
     : server_(server), info_(std::move(info)), partitions_(size_t(std::max(info_.partitions, 0))),
-      leaders_(size_t(std::max(info_.partitions, 0)), -1), post_timer_(server.loop()), reap_timer_(server.loop()) {}
+      leaders_(size_t(std::max(info_.partitions, 0)), -1), reap_timer_(server.loop()) {}
 
 offset_store::~offset_store() = default;
 
@@ -136,17 +136,7 @@ int32_t offset_store::partition_of(std::string_view group) const {
     return offset_store_partition(group, info_.partitions);
 }
 
-void offset_store::post(std::function<void()> task) {
-    posted_.push_back(std::move(task));
-    if (!post_timer_.armed()) post_timer_.arm_after_ms(0, &offset_store::on_posted, this);
-}
-
-void offset_store::on_posted(reactor::timer&, void* context) {
-    auto& store = *static_cast<offset_store*>(context);
-    std::vector<std::function<void()>> tasks;
-    tasks.swap(store.posted_);
-    for (auto& task : tasks) task();
-}
+void offset_store::post(std::function<void()> task) { server_.run_soon(std::move(task)); }
 
 void offset_store::on_reap(reactor::timer&, void* context) {
     auto& store = *static_cast<offset_store*>(context);

@@ -78,7 +78,7 @@ public:
                               store_done done);
     // Asks any broker for a new idempotent producer id (InitProducerId, no transactional id).
     void init_producer_id(producer_id_done done);
-    // Runs `task` after the current completions, never inside the caller.
+    // Runs `task` after the current completions, never inside the caller (shard_server::run_soon).
     void post(std::function<void()> task);
     // Fails requests the brokers did not answer within kafka.request_timeout_ms.
     void check_timeouts(uint64_t now_ns);
@@ -147,7 +147,6 @@ private:
     void send_write(int32_t partition, std::shared_ptr<pending_write> write);
     void on_written(int32_t partition, std::shared_ptr<pending_write> write, protocol::frame* response, int16_t error);
     void evict_beyond_bound(int32_t keep);
-    static void on_posted(reactor::timer& self, void* context);
     static void on_reap(reactor::timer& self, void* context);
 
     shard_server& server_;
@@ -160,8 +159,6 @@ private:
     std::map<int32_t, std::unique_ptr<link>> links_;  // node id -> connection; -1: bootstrap
     std::vector<std::unique_ptr<link>> retired_links_;
     std::map<std::pair<int64_t, int32_t>, txn_write_stream> txn_streams_;
-    std::vector<std::function<void()>> posted_;
-    reactor::timer post_timer_;
     reactor::timer reap_timer_;
     uint64_t use_clock_ = 0;
     bool closed_ = false;
